@@ -1,0 +1,9 @@
+//! One integration-test binary: every file here shares the harness and one link step.
+
+mod harness;
+
+mod convert_cli;
+mod crs_reference;
+mod http_api;
+mod restart;
+mod watch_folder;
