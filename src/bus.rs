@@ -8,12 +8,16 @@ use std::sync::mpsc as std_mpsc;
 use std::time::Duration;
 
 use rdkafka::admin::{AdminClient, AdminOptions, NewTopic, TopicReplication};
+use rdkafka::client::ClientContext;
 use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
-use rdkafka::consumer::StreamConsumer;
+use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::mocking::MockCluster;
 use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::statistics::Statistics;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
 /// Every row topic matches this; workers subscribe to the pattern.
@@ -131,6 +135,29 @@ pub struct BusConfig {
     pub brokers: Option<String>,
     pub partitions: i32,
     pub replication: i32,
+    /// Extra librdkafka properties for every client (`security.protocol`, `sasl.*`, …).
+    pub client_properties: ClientProperties,
+}
+
+/// librdkafka properties given as `key=value,key=value`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ClientProperties(pub Vec<(String, String)>);
+
+impl std::str::FromStr for ClientProperties {
+    type Err = String;
+
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        s.split(',')
+            .map(str::trim)
+            .filter(|kv| !kv.is_empty())
+            .map(|kv| {
+                kv.split_once('=')
+                    .map(|(k, v)| (k.trim().to_string(), v.trim().to_string()))
+                    .ok_or_else(|| format!("{kv:?} is not key=value"))
+            })
+            .collect::<std::result::Result<_, _>>()
+            .map(ClientProperties)
+    }
 }
 
 enum EmbeddedCmd {
@@ -220,6 +247,7 @@ pub struct Bus {
     /// Set once a broker left CreateTopics unanswered (librdkafka's mock cluster, e.g. one
     /// hosted by `geobatch broker`); from then on topics are left to auto-creation.
     no_admin: AtomicBool,
+    props: Vec<(String, String)>,
 }
 
 impl Bus {
@@ -236,7 +264,8 @@ impl Bus {
                 (broker.bootstrap().to_string(), Some(broker))
             }
         };
-        let producer: FutureProducer = client_config(&bootstrap)
+        let props = config.client_properties.0.clone();
+        let producer: FutureProducer = client_config(&bootstrap, &props)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
@@ -244,7 +273,7 @@ impl Bus {
             .create()?;
         let admin = if embedded.is_none() {
             wait_for_broker(&producer, &bootstrap).await;
-            Some(client_config(&bootstrap).create()?)
+            Some(client_config(&bootstrap, &props).create()?)
         } else {
             None
         };
@@ -256,6 +285,7 @@ impl Bus {
             partitions: config.partitions.max(1),
             replication: config.replication.max(1),
             no_admin: AtomicBool::new(false),
+            props,
         })
     }
 
@@ -348,9 +378,18 @@ impl Bus {
         Ok(())
     }
 
-    /// A consumer in the workers' group; the caller subscribes it.
-    pub fn consumer(&self, group: &str) -> Result<StreamConsumer> {
-        Ok(client_config(&self.bootstrap)
+    /// A consumer in the workers' group; the caller subscribes it. `worker` names it in logs.
+    pub fn consumer(
+        &self,
+        group: &str,
+        worker: &str,
+        lag: ConsumerLag,
+    ) -> Result<StreamConsumer<WorkerContext>> {
+        let context = WorkerContext {
+            worker: worker.to_string(),
+            lag,
+        };
+        Ok(client_config(&self.bootstrap, &self.props)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
@@ -360,7 +399,9 @@ impl Bus {
             .set("session.timeout.ms", "10000")
             .set("heartbeat.interval.ms", "1000")
             .set("fetch.wait.max.ms", "100")
-            .create()?)
+            // librdkafka reports per-partition consumer lag in its statistics.
+            .set("statistics.interval.ms", "5000")
+            .create_with_context(context)?)
     }
 
     pub async fn flush(&self) {
@@ -368,11 +409,76 @@ impl Bus {
     }
 }
 
-fn client_config(bootstrap: &str) -> ClientConfig {
+/// Consumer lag per (topic, partition), as the workers of this process last saw it.
+#[derive(Clone, Default)]
+pub struct ConsumerLag(Arc<Mutex<HashMap<(String, i32), i64>>>);
+
+impl ConsumerLag {
+    pub fn snapshot(&self) -> Vec<((String, i32), i64)> {
+        let map = self.0.lock().expect("lag map");
+        let mut v: Vec<_> = map.iter().map(|(k, v)| (k.clone(), *v)).collect();
+        v.sort();
+        v
+    }
+}
+
+/// Logs partition assignments (so a takeover after a crash is visible) and records lag.
+pub struct WorkerContext {
+    worker: String,
+    lag: ConsumerLag,
+}
+
+impl ClientContext for WorkerContext {
+    fn stats(&self, statistics: Statistics) {
+        let mut map = self.lag.0.lock().expect("lag map");
+        for (topic, t) in statistics.topics {
+            for (partition, p) in t.partitions {
+                // -1 means unknown (not assigned here); partition -1 is librdkafka's internal one.
+                if partition >= 0 && p.consumer_lag >= 0 {
+                    map.insert((topic.clone(), partition), p.consumer_lag);
+                } else {
+                    map.remove(&(topic.clone(), partition));
+                }
+            }
+        }
+    }
+}
+
+impl ConsumerContext for WorkerContext {
+    fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
+        match rebalance {
+            Rebalance::Assign(tpl) => {
+                let parts: Vec<String> = tpl
+                    .elements()
+                    .iter()
+                    .map(|e| format!("{}[{}]", e.topic(), e.partition()))
+                    .collect();
+                tracing::info!(
+                    worker = %self.worker,
+                    "partitions assigned: {}",
+                    if parts.is_empty() { "none".to_string() } else { parts.join(" ") }
+                );
+            }
+            Rebalance::Revoke(tpl) => {
+                tracing::info!(worker = %self.worker, "partitions revoked: {}", tpl.count());
+                let mut map = self.lag.0.lock().expect("lag map");
+                for e in tpl.elements() {
+                    map.remove(&(e.topic().to_string(), e.partition()));
+                }
+            }
+            Rebalance::Error(e) => tracing::warn!(worker = %self.worker, "rebalance error: {e}"),
+        }
+    }
+}
+
+fn client_config(bootstrap: &str, props: &[(String, String)]) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         // librdkafka logs connection failures itself; we log our own clear line instead.
         .set("log_level", "3");
+    for (k, v) in props {
+        c.set(k, v);
+    }
     c
 }
 

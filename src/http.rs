@@ -1,7 +1,6 @@
 //! The HTTP front door: upload, job status, download, metrics, and a plain page.
 
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use axum::body::Body;
@@ -405,49 +404,7 @@ async fn healthz(State(st): State<AppState>) -> Response {
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
-    let c = st.pipeline.counters();
-    let mut text = String::new();
-    let mut counter = |name: &str, help: &str, value: u64| {
-        text.push_str(&format!(
-            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {value}\n"
-        ));
-    };
-    counter(
-        "geobatch_rows_read_total",
-        "Input rows read by intake.",
-        c.rows_read.load(Ordering::Relaxed),
-    );
-    counter(
-        "geobatch_rows_published_total",
-        "Rows published to row topics.",
-        c.rows_published.load(Ordering::Relaxed),
-    );
-    counter(
-        "geobatch_rows_converted_total",
-        "Rows converted by this process's workers.",
-        c.rows_converted.load(Ordering::Relaxed),
-    );
-    counter(
-        "geobatch_rows_failed_total",
-        "Converted rows that ended as errors.",
-        c.rows_failed.load(Ordering::Relaxed),
-    );
-    counter(
-        "geobatch_rows_skipped_total",
-        "Redelivered rows skipped because their result was stored.",
-        c.rows_skipped.load(Ordering::Relaxed),
-    );
-    counter(
-        "geobatch_batches_total",
-        "Row batches converted.",
-        c.batches.load(Ordering::Relaxed),
-    );
-    counter(
-        "geobatch_jobs_merged_total",
-        "Workbooks written.",
-        c.jobs_merged.load(Ordering::Relaxed),
-    );
-    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], text).into_response()
+    crate::metrics::response(&st.pipeline).await
 }
 
 async fn page() -> Html<&'static str> {

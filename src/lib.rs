@@ -9,6 +9,7 @@ pub mod convert;
 pub mod http;
 pub mod intake;
 pub mod merge;
+pub mod metrics;
 pub mod pipeline;
 pub mod store;
 pub mod watch;

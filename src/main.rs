@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
-use geobatch::bus::{BusConfig, EmbeddedBroker};
+use geobatch::bus::{BusConfig, ClientProperties, EmbeddedBroker};
 use geobatch::intake::ReadOptions;
 use geobatch::pipeline::{JobError, JobInput, JobOptions, Pipeline, Settings, EXCEL_MAX_DATA_ROWS};
 use geobatch::store::JobState;
@@ -40,6 +40,10 @@ struct Common {
     /// Kafka bootstrap servers; unset: an embedded broker in this process.
     #[arg(long, env = "GEOBATCH_KAFKA_BROKERS", global = true)]
     kafka_brokers: Option<String>,
+    /// Extra librdkafka properties for every Kafka client, `key=value,key=value`
+    /// (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`).
+    #[arg(long, env = "GEOBATCH_KAFKA_CONFIG", default_value = "", global = true)]
+    kafka_config: ClientProperties,
     /// Partitions of each sheet topic.
     #[arg(
         long,
@@ -56,6 +60,10 @@ struct Common {
         global = true
     )]
     topic_replication: i32,
+    /// Delete a job's row topics once its workbook is written. (Tansu 0.6 answers metadata for
+    /// a deleted topic in a way that crashes librdkafka clients that knew it: set false there.)
+    #[arg(long, env = "GEOBATCH_DELETE_TOPICS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
+    delete_topics: bool,
     /// Consumer tasks (workers) in this process.
     #[arg(long, env = "GEOBATCH_WORKERS", default_value_t = 2, global = true)]
     workers: usize,
@@ -70,6 +78,9 @@ struct Common {
     /// Data rows per worksheet before it is split (Excel's limit; lower only to test).
     #[arg(long, env = "GEOBATCH_SHEET_MAX_ROWS", default_value_t = EXCEL_MAX_DATA_ROWS, global = true, hide = true)]
     sheet_max_rows: u64,
+    /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
+    #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
+    metrics_addr: Option<std::net::SocketAddr>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `geobatch=debug`.
     #[arg(long, env = "GEOBATCH_LOG", default_value = "info", global = true)]
     log: String,
@@ -179,8 +190,10 @@ fn settings(common: &Common) -> Settings {
                 .filter(|b| !b.trim().is_empty()),
             partitions: common.topic_partitions,
             replication: common.topic_replication,
+            client_properties: common.kafka_config.clone(),
         },
         workers: common.workers,
+        delete_topics: common.delete_topics,
         batch_rows: common.batch_rows,
         sheet_max_rows: common.sheet_max_rows,
     }
@@ -191,6 +204,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Convert(args) => convert(&cli.common, args).await,
         Command::Serve(args) => {
             let pipeline = Pipeline::open(settings(&cli.common)).await?;
+            spawn_metrics(&cli.common, &pipeline).await?;
             pipeline.start_all();
             if let Some(dir) = &args.watch_dir {
                 watch::spawn(pipeline.clone(), dir.clone())
@@ -212,6 +226,7 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 "geobatch worker needs GEOBATCH_KAFKA_BROKERS: workers in other processes share a broker"
             );
             let pipeline = Pipeline::open(settings(&cli.common)).await?;
+            spawn_metrics(&cli.common, &pipeline).await?;
             pipeline.start_workers();
             shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
@@ -229,6 +244,23 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// `/metrics` on `GEOBATCH_METRICS_ADDR` when it is set; the bind is checked before we go on.
+async fn spawn_metrics(common: &Common, pipeline: &Arc<Pipeline>) -> anyhow::Result<()> {
+    let Some(addr) = common.metrics_addr else {
+        return Ok(());
+    };
+    let listener = tokio::net::TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} for metrics"))?;
+    let pipeline = pipeline.clone();
+    tokio::spawn(async move {
+        if let Err(e) = geobatch::metrics::serve(listener, pipeline).await {
+            tracing::error!("metrics server stopped: {e}");
+        }
+    });
+    Ok(())
 }
 
 async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode> {

@@ -10,12 +10,15 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rdkafka::consumer::{CommitMode, Consumer};
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
-use crate::bus::{Bus, BusConfig, BusError, RowBatch, RowPoint, SheetTopic, ROW_TOPIC_PATTERN};
+use crate::bus::{
+    Bus, BusConfig, BusError, ConsumerLag, RowBatch, RowPoint, SheetTopic, ROW_TOPIC_PATTERN,
+};
 use crate::convert::crs::{Crs, CrsError};
 use crate::convert::JobPlan;
 use crate::intake::{self, CsvSource, IntakeError, Layout, ReadOptions};
@@ -118,6 +121,8 @@ pub struct Settings {
     pub bus: BusConfig,
     /// Consumer tasks in this process (0: none, e.g. `serve` beside separate workers).
     pub workers: usize,
+    /// Delete a job's row topics once its workbook is written.
+    pub delete_topics: bool,
     /// Rows per Kafka message.
     pub batch_rows: usize,
     /// Data rows per worksheet before a sheet is split (Excel's limit unless testing).
@@ -132,8 +137,10 @@ impl Settings {
                 brokers: None,
                 partitions: 4,
                 replication: 1,
+                client_properties: Default::default(),
             },
             workers: 2,
+            delete_topics: true,
             batch_rows: 1000,
             sheet_max_rows: EXCEL_MAX_DATA_ROWS,
         }
@@ -151,6 +158,7 @@ pub struct Counters {
     pub rows_skipped: AtomicU64,
     pub batches: AtomicU64,
     pub jobs_merged: AtomicU64,
+    pub transform_seconds: crate::metrics::Histogram,
 }
 
 pub struct Pipeline {
@@ -163,6 +171,7 @@ pub struct Pipeline {
     /// Jobs created before this instant belong to an earlier run: `recover` re-drives those,
     /// and only those (newer ones already have their own intake).
     opened_ms: i64,
+    lag: ConsumerLag,
 }
 
 impl Pipeline {
@@ -182,6 +191,7 @@ impl Pipeline {
             progress,
             counters: Counters::default(),
             opened_ms: crate::store::now_ms(),
+            lag: ConsumerLag::default(),
         });
         let config = pipeline.settings.bus.clone();
         tokio::spawn(async move {
@@ -207,6 +217,10 @@ impl Pipeline {
 
     pub fn counters(&self) -> &Counters {
         &self.counters
+    }
+
+    pub fn consumer_lag(&self) -> &ConsumerLag {
+        &self.lag
     }
 
     /// The bus, once it is up.
@@ -469,20 +483,31 @@ impl Pipeline {
     /// One consumer of the workers' group: converts batches, stores the results, and only then
     /// commits the offsets, so a crash redelivers at most what was not stored.
     async fn run_worker(&self, bus: &Bus, n: usize) -> Result<(), JobError> {
-        let consumer = bus.consumer(WORKER_GROUP)?;
+        let name = format!("{}-{n}", std::process::id());
+        let consumer = bus.consumer(WORKER_GROUP, &name, self.lag.clone())?;
         consumer
             .subscribe(&[ROW_TOPIC_PATTERN])
             .map_err(BusError::from)?;
         tracing::info!(worker = n, "worker subscribed to {ROW_TOPIC_PATTERN}");
         let mut plans: HashMap<String, Option<Arc<JobPlan>>> = HashMap::new();
         loop {
-            let first = consumer.recv().await.map_err(BusError::from)?.detach();
+            let first = match consumer.recv().await {
+                Ok(m) => m.detach(),
+                // No row topic exists yet (a fresh broker): not an error for a worker.
+                Err(KafkaError::MessageConsumption(RDKafkaErrorCode::UnknownTopicOrPartition)) => {
+                    continue
+                }
+                Err(e) => {
+                    // librdkafka retries by itself; the consumer stays usable.
+                    tracing::warn!(worker = n, "consuming: {e}");
+                    continue;
+                }
+            };
             let mut messages = vec![first];
             while messages.len() < 16 {
                 match tokio::time::timeout(Duration::from_millis(2), consumer.recv()).await {
                     Ok(Ok(m)) => messages.push(m.detach()),
-                    Ok(Err(e)) => return Err(BusError::from(e).into()),
-                    Err(_) => break,
+                    Ok(Err(_)) | Err(_) => break,
                 }
             }
             let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
@@ -553,7 +578,9 @@ impl Pipeline {
         if todo.is_empty() {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         let results = plan.convert(&todo);
+        self.counters.transform_seconds.observe(started.elapsed());
         let failed = results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
@@ -649,6 +676,9 @@ impl Pipeline {
             "workbook written"
         );
         self.bump();
+        if !self.settings.delete_topics {
+            return Ok(());
+        }
         let sheets = self.store.sheets(id).await?;
         let topics: Vec<SheetTopic> = sheets
             .iter()

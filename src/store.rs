@@ -547,6 +547,44 @@ impl ResultStore {
             .collect())
     }
 
+    /// How many jobs are in each state.
+    pub async fn job_state_counts(&self) -> Result<Vec<(String, u64)>> {
+        let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64))
+            .collect())
+    }
+
+    /// Sheets of jobs that are not finished, with their job ids.
+    pub async fn active_sheets(&self) -> Result<Vec<(String, SheetRecord)>> {
+        let rows = sqlx::query(
+            "SELECT s.job_id, s.sheet_no, s.name, s.topic, s.rows_total, s.rows_ok, s.rows_failed \
+             FROM sheets s JOIN jobs j ON j.id = s.job_id \
+             WHERE j.state NOT IN ('done', 'failed') ORDER BY s.job_id, s.sheet_no",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                (
+                    r.get::<String, _>(0),
+                    SheetRecord {
+                        sheet_no: r.get::<i64, _>(1) as u32,
+                        name: r.get(2),
+                        topic: r.get(3),
+                        rows_total: r.get::<i64, _>(4) as u64,
+                        rows_ok: r.get::<i64, _>(5) as u64,
+                        rows_failed: r.get::<i64, _>(6) as u64,
+                    },
+                )
+            })
+            .collect())
+    }
+
     pub async fn delete_job(&self, id: &str) -> Result<bool> {
         let mut tx = self.pool.begin().await?;
         sqlx::query("DELETE FROM results WHERE job_id = ?")

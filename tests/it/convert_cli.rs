@@ -18,10 +18,7 @@ fn localdata_sample_converts_every_row_in_order() {
     let dir = tempdir();
     let out = dir.path().join("out.xlsx");
     let sample = samples().join("localdata_5174.csv");
-    let r = convert(
-        dir.path(),
-        &[s(&sample), "--from", "EPSG:5174", "-o", s(&out)],
-    );
+    let r = convert(&dir, &[s(&sample), "--from", "EPSG:5174", "-o", s(&out)]);
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
     assert!(
         r.stdout.contains("rows ("),
@@ -152,7 +149,7 @@ fn bad_cells_become_error_rows_with_reasons() {
     )
     .unwrap();
     let out = dir.path().join("bad.xlsx");
-    let r = convert(dir.path(), &[s(&input), "-o", s(&out)]);
+    let r = convert(&dir, &[s(&input), "-o", s(&out)]);
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
     let book = Book::open(&out);
     let sheet = book.sheet("bad");
@@ -231,7 +228,7 @@ fn encodings_and_delimiters_are_detected() {
     let out = dir.path().join("enc.xlsx");
     args.extend(["-o".to_string(), s(&out).to_string()]);
     let argv: Vec<&str> = args.iter().map(String::as_str).collect();
-    let r = convert(dir.path(), &argv);
+    let r = convert(&dir, &argv);
     assert_eq!(r.code, 0, "stderr: {}", r.stderr);
     let book = Book::open(&out);
     assert_eq!(
@@ -256,10 +253,7 @@ fn projected_values_without_from_are_refused_with_likely_codes() {
     let dir = tempdir();
     let input = dir.path().join("tm.csv");
     fs::write(&input, "id,x,y\n1,,\n2,198765.12,451234.56\n").unwrap();
-    let r = convert(
-        dir.path(),
-        &[s(&input), "-o", s(&dir.path().join("o.xlsx"))],
-    );
+    let r = convert(&dir, &[s(&input), "-o", s(&dir.path().join("o.xlsx"))]);
     assert_eq!(r.code, 2, "stderr: {}", r.stderr);
     for code in [
         "5174", "2097", "5181", "5186", "5179", "--from", "tm.csv", "line 3",
@@ -274,7 +268,7 @@ fn unusable_input_is_a_clear_error() {
     let input = dir.path().join("cols.csv");
     fs::write(&input, "name,easting,northing\na,1,2\n").unwrap();
     let out = dir.path().join("o.xlsx");
-    let r = convert(dir.path(), &[s(&input), "-o", s(&out)]);
+    let r = convert(&dir, &[s(&input), "-o", s(&out)]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("cols.csv"), "{}", r.stderr);
     assert!(
@@ -285,7 +279,7 @@ fn unusable_input_is_a_clear_error() {
     assert!(r.stderr.contains("--x"), "{}", r.stderr);
 
     let r = convert(
-        dir.path(),
+        &dir,
         &[
             s(&input),
             "--x",
@@ -302,7 +296,7 @@ fn unusable_input_is_a_clear_error() {
     assert!(r.stderr.contains("EPSG:9999"), "{}", r.stderr);
 
     let r = convert(
-        dir.path(),
+        &dir,
         &[
             s(&input),
             "--x",
@@ -318,10 +312,7 @@ fn unusable_input_is_a_clear_error() {
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("nope"), "{}", r.stderr);
 
-    let r = convert(
-        dir.path(),
-        &[s(&dir.path().join("missing.csv")), "-o", s(&out)],
-    );
+    let r = convert(&dir, &[s(&dir.path().join("missing.csv")), "-o", s(&out)]);
     assert_eq!(r.code, 2);
     assert!(r.stderr.contains("missing.csv"), "{}", r.stderr);
     assert!(!out.exists());
@@ -343,7 +334,7 @@ fn columns_target_and_sheet_split() {
     fs::write(&input, body).unwrap();
     let out = dir.path().join("clash.xlsx");
     let r = convert_env(
-        dir.path(),
+        &dir,
         &[("GEOBATCH_SHEET_MAX_ROWS", "4")],
         &[
             s(&input),
@@ -411,7 +402,7 @@ fn sheet_by_column_splits_the_multi_sheet_sample() {
     let sample = samples().join("multi_sheet.csv");
     let out = dir.path().join("regions.xlsx");
     let r = convert(
-        dir.path(),
+        &dir,
         &[
             s(&sample),
             "--from",
@@ -450,7 +441,7 @@ fn sheet_by_column_splits_the_multi_sheet_sample() {
 fn broker_command_serves_other_processes() {
     use std::io::BufRead;
     let dir = tempdir();
-    let mut broker = geobatch(dir.path())
+    let mut broker = geobatch(&dir)
         .arg("broker")
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::null())
@@ -467,7 +458,7 @@ fn broker_command_serves_other_processes() {
     );
     let out = dir.path().join("o.xlsx");
     let r = convert_env(
-        dir.path(),
+        &dir,
         &[("GEOBATCH_KAFKA_BROKERS", &bootstrap)],
         &[s(&samples().join("stores_wgs84.csv")), "-o", s(&out)],
     );

@@ -17,26 +17,120 @@ pub fn samples() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("samples")
 }
 
-/// A fresh directory for one test; removed when dropped.
-pub fn tempdir() -> tempfile::TempDir {
-    tempfile::Builder::new()
-        .prefix("geobatch-test-")
-        .tempdir()
-        .expect("tempdir")
+/// Which broker the end-to-end tests run against: `GEOBATCH_TEST_BROKER=embedded` (default)
+/// or `tansu` (a Tansu process per test).
+pub fn broker_mode() -> String {
+    std::env::var("GEOBATCH_TEST_BROKER").unwrap_or_else(|_| "embedded".into())
 }
 
-/// `geobatch` with the environment a user on a fresh machine has: nothing set.
-pub fn geobatch(data_dir: &Path) -> Command {
+/// One test's world: a data directory, and the broker the suite runs against.
+pub struct TestDir {
+    dir: tempfile::TempDir,
+    pub tansu: Option<Tansu>,
+}
+
+impl TestDir {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// The external broker's bootstrap address, if the suite runs against one.
+    pub fn brokers(&self) -> Option<String> {
+        self.tansu.as_ref().map(|t| t.bootstrap.clone())
+    }
+}
+
+/// A fresh directory (and broker, in Tansu mode) for one test; all removed when dropped.
+pub fn tempdir() -> TestDir {
+    let dir = tempfile::Builder::new()
+        .prefix("geobatch-test-")
+        .tempdir()
+        .expect("tempdir");
+    let tansu = (broker_mode() == "tansu").then(Tansu::start);
+    TestDir { dir, tansu }
+}
+
+/// `geobatch` with the environment a user on a fresh machine has (nothing of ours set), plus
+/// the suite's broker.
+pub fn geobatch(dir: &TestDir) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
-        if k.starts_with("GEOBATCH_") {
+        if k.starts_with("GEOBATCH_") || k == "DATABASE_URL" {
             cmd.env_remove(k);
         }
     }
-    cmd.env("GEOBATCH_DATA_DIR", data_dir)
+    cmd.env("GEOBATCH_DATA_DIR", dir.path())
         .env("GEOBATCH_LOG", "info")
         .stdin(Stdio::null());
+    if let Some(b) = dir.brokers() {
+        // Tansu 0.6's metadata for a deleted topic crashes librdkafka clients (README).
+        cmd.env("GEOBATCH_KAFKA_BROKERS", b)
+            .env("GEOBATCH_DELETE_TOPICS", "false");
+    }
     cmd
+}
+
+/// A free TCP port on loopback (bound, noted, released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Tansu broker (in-memory storage) as a separate process, killed when dropped.
+pub struct Tansu {
+    child: Child,
+    pub bootstrap: String,
+    pub port: u16,
+}
+
+impl Tansu {
+    pub fn start() -> Tansu {
+        Tansu::start_on(free_port())
+    }
+
+    /// Starts Tansu on `port` and waits until it accepts connections.
+    pub fn start_on(port: u16) -> Tansu {
+        let url = format!("tcp://127.0.0.1:{port}");
+        let child = Command::new(tansu_bin())
+            .args(["broker", "--storage-engine", "memory://tansu/"])
+            .args(["--listener-url", &url, "--advertised-listener-url", &url])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start tansu (cargo install tansu --locked --features dynostore)");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "tansu did not listen on {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Tansu {
+            child,
+            bootstrap: format!("127.0.0.1:{port}"),
+            port,
+        }
+    }
+}
+
+impl Drop for Tansu {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tansu_bin() -> PathBuf {
+    let in_cargo = std::env::var_os("CARGO_HOME")
+        .map(PathBuf::from)
+        .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".cargo")))
+        .map(|c| c.join("bin").join("tansu"));
+    match in_cargo {
+        Some(p) if p.exists() => p,
+        _ => PathBuf::from("tansu"),
+    }
 }
 
 pub struct Output {
@@ -46,13 +140,13 @@ pub struct Output {
 }
 
 /// Runs `geobatch convert ARGS…` to the end.
-pub fn convert(data_dir: &Path, args: &[&str]) -> Output {
-    convert_env(data_dir, &[], args)
+pub fn convert(dir: &TestDir, args: &[&str]) -> Output {
+    convert_env(dir, &[], args)
 }
 
 /// Like `convert`, with extra environment variables.
-pub fn convert_env(data_dir: &Path, env: &[(&str, &str)], args: &[&str]) -> Output {
-    let mut cmd = geobatch(data_dir);
+pub fn convert_env(dir: &TestDir, env: &[(&str, &str)], args: &[&str]) -> Output {
+    let mut cmd = geobatch(dir);
     for (k, v) in env {
         cmd.env(k, v);
     }
@@ -79,9 +173,15 @@ pub struct Serve {
 
 impl Serve {
     /// Starts serve on a free port and waits for its "listening on" log line.
-    pub fn start(data_dir: &Path, env: &[(&str, &str)]) -> Serve {
-        let mut cmd = geobatch(data_dir);
-        cmd.arg("serve")
+    pub fn start(dir: &TestDir, env: &[(&str, &str)]) -> Serve {
+        Serve::start_cmd(dir, "serve", env)
+    }
+
+    /// `geobatch worker` (or any long-running command) with its log captured; `base` stays
+    /// empty unless it logs a "listening on" line.
+    pub fn start_cmd(dir: &TestDir, command: &str, env: &[(&str, &str)]) -> Serve {
+        let mut cmd = geobatch(dir);
+        cmd.arg(command)
             .env("GEOBATCH_HTTP_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -91,9 +191,10 @@ impl Serve {
         let mut child = cmd.spawn().expect("spawn geobatch serve");
         let stderr = child.stderr.take().expect("stderr");
         let (tx, rx) = mpsc::channel();
+        let tag = format!("{command} {}", child.id());
         std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("[serve] {line}");
+                eprintln!("[{tag}] {line}");
                 if tx.send(line).is_err() {
                     break;
                 }
@@ -105,6 +206,9 @@ impl Serve {
             log: rx,
             log_lines: Vec::new(),
         };
+        if command != "serve" {
+            return serve;
+        }
         let line = serve.wait_for_log("listening on http://", Duration::from_secs(60));
         let addr = line
             .split("listening on http://")

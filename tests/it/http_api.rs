@@ -7,7 +7,7 @@ use crate::harness::*;
 #[tokio::test]
 async fn upload_then_download_cell_by_cell() {
     let dir = tempdir();
-    let serve = Serve::start(dir.path(), &[]);
+    let serve = Serve::start(&dir, &[]);
     let page = client()
         .get(serve.url("/"))
         .send()
@@ -132,7 +132,7 @@ pub fn metric(text: &str, name: &str) -> u64 {
 #[tokio::test]
 async fn bad_uploads_get_json_errors_a_person_can_act_on() {
     let dir = tempdir();
-    let serve = Serve::start(dir.path(), &[("GEOBATCH_MAX_UPLOAD_MB", "1")]);
+    let serve = Serve::start(&dir, &[("GEOBATCH_MAX_UPLOAD_MB", "1")]);
 
     let (status, body) = upload(&serve, &[("a.csv", b"name,e,n\nx,1,2\n".to_vec())], &[]).await;
     assert_eq!(status, 422, "{body}");
@@ -198,7 +198,7 @@ async fn uploads_are_accepted_while_the_broker_is_down() {
         .unwrap()
         .port();
     let brokers = format!("127.0.0.1:{port}");
-    let mut serve = Serve::start(dir.path(), &[("GEOBATCH_KAFKA_BROKERS", &brokers)]);
+    let mut serve = Serve::start(&dir, &[("GEOBATCH_KAFKA_BROKERS", &brokers)]);
     serve.wait_for_log(
         &format!("waiting for Kafka at {brokers} (attempt 1"),
         Duration::from_secs(30),

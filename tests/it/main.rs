@@ -4,6 +4,7 @@ mod harness;
 
 mod convert_cli;
 mod crs_reference;
+mod external_broker;
 mod http_api;
 mod restart;
 mod watch_folder;

@@ -23,7 +23,7 @@ async fn killed_serve_resumes_without_reconverting_stored_rows() {
     }
     // Small batches and one worker: the job takes long enough to be caught in the middle.
     let slow = [("GEOBATCH_BATCH_ROWS", "50"), ("GEOBATCH_WORKERS", "1")];
-    let mut serve = Serve::start(dir.path(), &slow);
+    let mut serve = Serve::start(&dir, &slow);
     let (status, reply) = upload(
         &serve,
         &[("big.csv", body.into_bytes())],
@@ -51,7 +51,7 @@ async fn killed_serve_resumes_without_reconverting_stored_rows() {
         "killed mid-job: {stored_before} of {rows}"
     );
 
-    let mut serve = Serve::start(dir.path(), &[]);
+    let mut serve = Serve::start(&dir, &[]);
     serve.wait_for_log("resuming unfinished job", Duration::from_secs(30));
     let job = wait_done(&serve, &id).await;
     assert_eq!(job["rows_done"], rows);

@@ -8,10 +8,7 @@ use crate::harness::*;
 fn dropped_csv_becomes_a_workbook_in_the_outbox() {
     let dir = tempdir();
     let watch = dir.path().join("watch");
-    let _serve = Serve::start(
-        dir.path(),
-        &[("GEOBATCH_WATCH_DIR", watch.to_str().unwrap())],
-    );
+    let _serve = Serve::start(&dir, &[("GEOBATCH_WATCH_DIR", watch.to_str().unwrap())]);
     let inbox = watch.join("inbox");
     assert!(inbox.is_dir(), "serve creates the inbox");
 

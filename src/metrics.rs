@@ -1,0 +1,186 @@
+//! Prometheus text exposition of this process's counters, the consumer lag its workers see,
+//! and the store's view of jobs and sheets. Served on `/metrics` by `serve`, and on
+//! `GEOBATCH_METRICS_ADDR` by any process (workers have no other HTTP port).
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::http::header;
+use axum::response::IntoResponse;
+use axum::routing::get;
+use axum::Router;
+
+use crate::pipeline::Pipeline;
+
+/// Upper bounds (seconds) of the transform latency buckets: a builtin batch takes well under a
+/// millisecond, a PostGIS or lookup batch up to seconds.
+const BUCKETS: [f64; 12] = [
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+];
+
+/// A fixed-bucket histogram that worker tasks update without locks.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    counts: [AtomicU64; BUCKETS.len()],
+    overflow: AtomicU64,
+    sum_micros: AtomicU64,
+}
+
+impl Histogram {
+    pub fn observe(&self, d: Duration) {
+        let secs = d.as_secs_f64();
+        match BUCKETS.iter().position(|b| secs <= *b) {
+            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
+            None => self.overflow.fetch_add(1, Ordering::Relaxed),
+        };
+        self.sum_micros
+            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+    }
+
+    fn render(&self, name: &str, help: &str, out: &mut String) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (b, c) in BUCKETS.iter().zip(&self.counts) {
+            cumulative += c.load(Ordering::Relaxed);
+            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
+        }
+        cumulative += self.overflow.load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
+    }
+}
+
+fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
+    let _ = writeln!(
+        out,
+        "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+        value.load(Ordering::Relaxed)
+    );
+}
+
+fn label(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The whole exposition. Store figures cover unfinished jobs only, so the series stay few.
+pub async fn render(pipeline: &Pipeline) -> String {
+    let c = pipeline.counters();
+    let mut out = String::new();
+    counter(
+        &mut out,
+        "geobatch_rows_read_total",
+        "Input rows read by intake.",
+        &c.rows_read,
+    );
+    counter(
+        &mut out,
+        "geobatch_rows_published_total",
+        "Rows published to row topics.",
+        &c.rows_published,
+    );
+    counter(
+        &mut out,
+        "geobatch_rows_converted_total",
+        "Rows converted by this process's workers.",
+        &c.rows_converted,
+    );
+    counter(
+        &mut out,
+        "geobatch_rows_failed_total",
+        "Converted rows that ended as errors.",
+        &c.rows_failed,
+    );
+    counter(
+        &mut out,
+        "geobatch_rows_skipped_total",
+        "Redelivered rows skipped because their result was already stored.",
+        &c.rows_skipped,
+    );
+    counter(
+        &mut out,
+        "geobatch_batches_total",
+        "Row batches converted.",
+        &c.batches,
+    );
+    counter(
+        &mut out,
+        "geobatch_jobs_merged_total",
+        "Workbooks written.",
+        &c.jobs_merged,
+    );
+    c.transform_seconds.render(
+        "geobatch_transform_seconds",
+        "Time to convert one row batch.",
+        &mut out,
+    );
+
+    out.push_str("# HELP geobatch_consumer_lag Messages not yet consumed, per row-topic partition.\n# TYPE geobatch_consumer_lag gauge\n");
+    for ((topic, partition), lag) in pipeline.consumer_lag().snapshot() {
+        let _ = writeln!(
+            out,
+            "geobatch_consumer_lag{{topic=\"{}\",partition=\"{partition}\"}} {lag}",
+            label(&topic)
+        );
+    }
+
+    let store = pipeline.store();
+    out.push_str("# HELP geobatch_jobs Jobs by state.\n# TYPE geobatch_jobs gauge\n");
+    if let Ok(states) = store.job_state_counts().await {
+        for (state, n) in states {
+            let _ = writeln!(out, "geobatch_jobs{{state=\"{}\"}} {n}", label(&state));
+        }
+    }
+    out.push_str("# HELP geobatch_sheet_rows_total Rows of each sheet of unfinished jobs.\n# TYPE geobatch_sheet_rows_total gauge\n");
+    let sheets = store.active_sheets().await.unwrap_or_default();
+    for (job, s) in &sheets {
+        let _ = writeln!(
+            out,
+            "geobatch_sheet_rows_total{{job_id=\"{job}\",sheet=\"{}\"}} {}",
+            label(&s.name),
+            s.rows_total
+        );
+    }
+    out.push_str("# HELP geobatch_sheet_rows_done Resolved rows of each sheet of unfinished jobs.\n# TYPE geobatch_sheet_rows_done gauge\n");
+    for (job, s) in &sheets {
+        let _ = writeln!(
+            out,
+            "geobatch_sheet_rows_done{{job_id=\"{job}\",sheet=\"{}\"}} {}",
+            label(&s.name),
+            s.rows_ok + s.rows_failed
+        );
+    }
+    out
+}
+
+pub async fn response(pipeline: &Pipeline) -> axum::response::Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        render(pipeline).await,
+    )
+        .into_response()
+}
+
+/// `/metrics` (and `/healthz`) on an address of its own.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    pipeline: Arc<Pipeline>,
+) -> std::io::Result<()> {
+    tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
+    let app = Router::new()
+        .route(
+            "/metrics",
+            get(
+                |axum::extract::State(p): axum::extract::State<Arc<Pipeline>>| async move {
+                    response(&p).await
+                },
+            ),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .with_state(pipeline);
+    axum::serve(listener, app).await
+}
