@@ -2,6 +2,7 @@
 
 mod harness;
 
+mod compose;
 mod convert_cli;
 mod crs_reference;
 mod external_broker;
