@@ -84,10 +84,6 @@ struct Common {
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `geobatch=debug`.
     #[arg(long, env = "GEOBATCH_LOG", default_value = "info", global = true)]
     log: String,
-    /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
-    #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
-    #[allow(dead_code)]
-    metrics_addr: Option<SocketAddr>,
 }
 
 #[derive(Subcommand)]

@@ -1282,7 +1282,7 @@ fn probe(args: &[&str], env: &[(&str, &str)]) -> (bool, String) {
 #[test]
 fn compose_healthcheck_probe_talks_to_a_live_serve() {
     let dir = tempdir();
-    let serve = Serve::start(dir.path(), &[]);
+    let serve = Serve::start(&dir, &[]);
     let addr = serve.base.trim_start_matches("http://").to_string();
     let port = addr.rsplit(':').next().unwrap().to_string();
 
