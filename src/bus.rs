@@ -13,10 +13,10 @@ use rdkafka::client::DefaultClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, ConsumerContext, Rebalance, StreamConsumer};
 use rdkafka::error::{KafkaError, RDKafkaErrorCode};
-use rdkafka::mocking::MockCluster;
-use rdkafka::producer::{FutureProducer, FutureRecord, Producer};
+use rdkafka::producer::{BaseProducer, FutureProducer, FutureRecord, Producer};
 use rdkafka::statistics::Statistics;
 use std::collections::HashMap;
+use std::ffi::{CStr, CString};
 use std::sync::{Arc, Mutex};
 use tokio::sync::oneshot;
 
@@ -182,14 +182,14 @@ impl EmbeddedBroker {
         std::thread::Builder::new()
             .name("embedded-broker".into())
             .spawn(move || {
-                let cluster = match MockCluster::new(1) {
+                let cluster = match MockBroker::new() {
                     Ok(c) => c,
                     Err(e) => {
-                        let _ = ready_tx.send(Err(e.into()));
+                        let _ = ready_tx.send(Err(e));
                         return;
                     }
                 };
-                let _ = ready_tx.send(Ok(cluster.bootstrap_servers()));
+                let _ = ready_tx.send(Ok(cluster.bootstrap()));
                 // Runs until every sender is gone, i.e. the EmbeddedBroker is dropped.
                 while let Ok(cmd) = cmd_rx.recv() {
                     match cmd {
@@ -198,11 +198,7 @@ impl EmbeddedBroker {
                             partitions,
                             reply,
                         } => {
-                            let _ = reply.send(
-                                cluster
-                                    .create_topic(&name, partitions, 1)
-                                    .map_err(BusError::from),
-                            );
+                            let _ = reply.send(cluster.create_topic(&name, partitions));
                         }
                     }
                 }
@@ -236,10 +232,67 @@ impl EmbeddedBroker {
     }
 }
 
+/// librdkafka's mock cluster through its C API: `rdkafka::mocking` does not expose the group
+/// initial-rebalance delay, whose 3 s default would hold every new job's rows back.
+struct MockBroker {
+    cluster: *mut rdkafka_sys::rd_kafka_mock_cluster_t,
+    // The client handle the cluster belongs to; it must outlive the cluster.
+    _handle: BaseProducer,
+}
+
+impl MockBroker {
+    fn new() -> Result<MockBroker> {
+        let handle: BaseProducer = ClientConfig::new().set("log_level", "3").create()?;
+        // SAFETY: the handle is a live client; the cluster is destroyed before it (Drop).
+        let cluster =
+            unsafe { rdkafka_sys::rd_kafka_mock_cluster_new(handle.client().native_ptr(), 1) };
+        if cluster.is_null() {
+            return Err(BusError::Embedded(
+                "librdkafka could not create the mock cluster".into(),
+            ));
+        }
+        // SAFETY: `cluster` is the live cluster created above.
+        unsafe { rdkafka_sys::rd_kafka_mock_group_initial_rebalance_delay_ms(cluster, 300) };
+        Ok(MockBroker {
+            cluster,
+            _handle: handle,
+        })
+    }
+
+    fn bootstrap(&self) -> String {
+        // SAFETY: the cluster is live; librdkafka returns a NUL-terminated string it owns.
+        unsafe { CStr::from_ptr(rdkafka_sys::rd_kafka_mock_cluster_bootstraps(self.cluster)) }
+            .to_string_lossy()
+            .into_owned()
+    }
+
+    fn create_topic(&self, name: &str, partitions: i32) -> Result<()> {
+        let name_c = CString::new(name).map_err(|e| BusError::Embedded(e.to_string()))?;
+        // SAFETY: live cluster, NUL-terminated name that outlives the call.
+        let err = unsafe {
+            rdkafka_sys::rd_kafka_mock_topic_create(self.cluster, name_c.as_ptr(), partitions, 1)
+        };
+        if err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+            Ok(())
+        } else {
+            Err(BusError::Embedded(format!(
+                "cannot create topic {name}: {err:?}"
+            )))
+        }
+    }
+}
+
+impl Drop for MockBroker {
+    fn drop(&mut self) {
+        // SAFETY: created in `new`, destroyed once, before the handle it belongs to.
+        unsafe { rdkafka_sys::rd_kafka_mock_cluster_destroy(self.cluster) };
+    }
+}
+
 /// The connection to the broker (embedded or external) that intake, workers and merger share.
 pub struct Bus {
     bootstrap: String,
-    embedded: Option<EmbeddedBroker>,
+    // Fields drop in order: the clients before the embedded broker they talk to.
     admin: Option<AdminClient<DefaultClientContext>>,
     producer: FutureProducer,
     partitions: i32,
@@ -248,6 +301,7 @@ pub struct Bus {
     /// hosted by `geobatch broker`); from then on topics are left to auto-creation.
     no_admin: AtomicBool,
     props: Vec<(String, String)>,
+    embedded: Option<EmbeddedBroker>,
 }
 
 impl Bus {
@@ -265,15 +319,16 @@ impl Bus {
             }
         };
         let props = config.client_properties.0.clone();
-        let producer: FutureProducer = client_config(&bootstrap, &props)
+        let producer: FutureProducer = client_config(&bootstrap)
             .set("enable.idempotence", "true")
             .set("acks", "all")
             .set("linger.ms", "5")
             .set("compression.type", "lz4")
+            .set_all(&props)
             .create()?;
         let admin = if embedded.is_none() {
             wait_for_broker(&producer, &bootstrap).await;
-            Some(client_config(&bootstrap, &props).create()?)
+            Some(client_config(&bootstrap).set_all(&props).create()?)
         } else {
             None
         };
@@ -389,18 +444,29 @@ impl Bus {
             worker: worker.to_string(),
             lag,
         };
-        Ok(client_config(&self.bootstrap, &self.props)
+        let embedded = self.embedded.is_some();
+        Ok(client_config(&self.bootstrap)
             .set("group.id", group)
             .set("enable.auto.commit", "false")
             .set("auto.offset.reset", "earliest")
             // Pattern subscriptions see new topics on a metadata refresh: a new job's rows must
             // start moving within seconds, not librdkafka's default five minutes.
             .set("topic.metadata.refresh.interval.ms", "1000")
-            .set("session.timeout.ms", "10000")
-            .set("heartbeat.interval.ms", "1000")
+            // A rebalance (every new job's topic causes one) waits on the session timeout in
+            // the mock cluster; in-process members can afford a short one. Real brokers
+            // refuse less than 6 s by default, and a network wants slack.
+            .set(
+                "session.timeout.ms",
+                if embedded { "1500" } else { "10000" },
+            )
+            .set(
+                "heartbeat.interval.ms",
+                if embedded { "500" } else { "1000" },
+            )
             .set("fetch.wait.max.ms", "100")
             // librdkafka reports per-partition consumer lag in its statistics.
             .set("statistics.interval.ms", "5000")
+            .set_all(&self.props)
             .create_with_context(context)?)
     }
 
@@ -471,15 +537,26 @@ impl ConsumerContext for WorkerContext {
     }
 }
 
-fn client_config(bootstrap: &str, props: &[(String, String)]) -> ClientConfig {
+fn client_config(bootstrap: &str) -> ClientConfig {
     let mut c = ClientConfig::new();
     c.set("bootstrap.servers", bootstrap)
         // librdkafka logs connection failures itself; we log our own clear line instead.
         .set("log_level", "3");
-    for (k, v) in props {
-        c.set(k, v);
-    }
     c
+}
+
+/// The user's properties go last: they override our defaults.
+trait SetAll {
+    fn set_all(&mut self, props: &[(String, String)]) -> &mut Self;
+}
+
+impl SetAll for ClientConfig {
+    fn set_all(&mut self, props: &[(String, String)]) -> &mut Self {
+        for (k, v) in props {
+            self.set(k, v);
+        }
+        self
+    }
 }
 
 /// Waits, with capped exponential backoff, until the broker answers a metadata request.
