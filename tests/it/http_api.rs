@@ -118,6 +118,12 @@ async fn upload_then_download_cell_by_cell() {
         !dir.path().join("uploads").join(&id).exists(),
         "the upload went with the job"
     );
+
+    // A second job on the same server: its new topic joins the running consumer group.
+    let (status, body) = upload(&serve, &[("again.csv", sample)], &[]).await;
+    assert_eq!(status, 202, "{body}");
+    let job = wait_done(&serve, body["id"].as_str().unwrap()).await;
+    assert_eq!(job["rows_done"], csv.len() as u64 - 1);
 }
 
 pub fn metric(text: &str, name: &str) -> u64 {
