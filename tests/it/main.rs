@@ -5,5 +5,7 @@ mod harness;
 mod convert_cli;
 mod crs_reference;
 mod http_api;
+mod postgis_engine;
+mod postgres_store;
 mod restart;
 mod watch_folder;
