@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use geobatch::bus::{BusConfig, ClientProperties, EmbeddedBroker};
 use geobatch::intake::ReadOptions;
-use geobatch::pipeline::{JobError, JobInput, JobOptions, Pipeline, Settings, EXCEL_MAX_DATA_ROWS};
+use geobatch::pipeline::{JobInput, JobOptions, Pipeline, Settings, EXCEL_MAX_DATA_ROWS};
 use geobatch::store::JobState;
 use geobatch::{http, watch};
 
@@ -37,6 +37,17 @@ struct Common {
         global = true
     )]
     data_dir: PathBuf,
+    /// postgres://… : keep the result store in PostgreSQL; unset: SQLite in the data directory.
+    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
+    database_url: Option<String>,
+    /// PostgreSQL with PostGIS for `--engine postgis`; unset: the store's database (DATABASE_URL).
+    #[arg(
+        long,
+        env = "GEOBATCH_POSTGIS_URL",
+        global = true,
+        hide_env_values = true
+    )]
+    postgis_url: Option<String>,
     /// Kafka bootstrap servers; unset: an embedded broker in this process.
     #[arg(long, env = "GEOBATCH_KAFKA_BROKERS", global = true)]
     kafka_brokers: Option<String>,
@@ -136,7 +147,8 @@ struct JobArgs {
     /// Field delimiter: , ; | or tab; unset: detected.
     #[arg(long, value_parser = parse_delimiter)]
     delimiter: Option<u8>,
-    /// Transform engine.
+    /// Transform engine: builtin, or postgis (PostGIS ST_Transform; needs DATABASE_URL or
+    /// GEOBATCH_POSTGIS_URL).
     #[arg(long, default_value = "builtin")]
     engine: String,
 }
@@ -183,6 +195,8 @@ fn main() -> ExitCode {
 fn settings(common: &Common) -> Settings {
     Settings {
         data_dir: common.data_dir.clone(),
+        database_url: common.database_url.clone(),
+        postgis_url: common.postgis_url.clone(),
         bus: BusConfig {
             brokers: common
                 .kafka_brokers
@@ -284,11 +298,7 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
     let options = args.job.into_options(Some(output.clone()));
     let id = match pipeline.submit(None, inputs, options).await {
         Ok(id) => id,
-        Err(e @ JobError::Intake(_))
-        | Err(e @ JobError::Crs(_))
-        | Err(e @ JobError::SheetByMissing { .. })
-        | Err(e @ JobError::SourceCrsNeeded { .. })
-        | Err(e @ JobError::UnknownEngine(_)) => {
+        Err(e) if e.is_input_error() => {
             eprintln!("geobatch: {e}");
             return Ok(ExitCode::from(2));
         }

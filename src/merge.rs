@@ -10,7 +10,7 @@ use std::sync::mpsc::{sync_channel, Receiver};
 
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 
-use crate::convert::crs::Crs;
+use crate::convert::{CrsInfo, JobPlan};
 use crate::intake::{CsvSource, IntakeError, Layout};
 use crate::pipeline::JobOptions;
 use crate::store::{JobRecord, Outcome, ResultStore, SheetRecord, StoreError, StoredResult};
@@ -47,6 +47,7 @@ pub async fn merge_job(
     store: &ResultStore,
     job: &JobRecord,
     options: &JobOptions,
+    job_plan: &JobPlan,
     output: &Path,
 ) -> Result<MergeSummary, MergeError> {
     let files = store.files(&job.id).await?;
@@ -61,9 +62,6 @@ pub async fn merge_job(
         });
     }
     let sheets = store.sheets(&job.id).await?;
-    let target = options
-        .target()
-        .map_err(|e| MergeError::Inconsistent(e.to_string()))?;
 
     // Results page from the store on this task while the writer thread consumes them.
     let (tx, rx) = sync_channel::<Result<Vec<StoredResult>, StoreError>>(4);
@@ -72,7 +70,8 @@ pub async fn merge_job(
         options: options.clone(),
         inputs,
         sheets,
-        target,
+        source: job_plan.source().clone(),
+        target: job_plan.target().clone(),
         output: output.to_path_buf(),
     };
     let writer = tokio::task::spawn_blocking(move || write_workbook(plan, rx));
@@ -108,7 +107,8 @@ struct WorkbookPlan {
     options: JobOptions,
     inputs: Vec<MergeFile>,
     sheets: Vec<SheetRecord>,
-    target: Crs,
+    source: CrsInfo,
+    target: CrsInfo,
     output: PathBuf,
 }
 
@@ -172,7 +172,7 @@ fn write_workbook(
     let new_columns: Vec<[String; 4]> = plan
         .inputs
         .iter()
-        .map(|f| new_column_names(&f.layout.headers, plan.target))
+        .map(|f| new_column_names(&f.layout.headers, &plan.target))
         .collect();
 
     let mut summary = MergeSummary::default();
@@ -282,14 +282,11 @@ fn write_workbook(
 }
 
 /// `lon`/`lat` (or `x_<EPSG>`/`y_<EPSG>`), `status`, `error`; `_geobatch` on a clash.
-fn new_column_names(headers: &[String], target: Crs) -> [String; 4] {
-    let (x, y) = if target.is_geographic() {
+fn new_column_names(headers: &[String], target: &CrsInfo) -> [String; 4] {
+    let (x, y) = if target.geographic {
         ("lon".to_string(), "lat".to_string())
     } else {
-        (
-            format!("x_{}", target.epsg()),
-            format!("y_{}", target.epsg()),
-        )
+        (format!("x_{}", target.epsg), format!("y_{}", target.epsg))
     };
     [x, y, "status".to_string(), "error".to_string()].map(|name| {
         if headers.iter().any(|h| h.trim().eq_ignore_ascii_case(&name)) {
@@ -407,12 +404,13 @@ fn write_summary(
             .unwrap_or_else(|| "builtin".into()),
     ));
     rows.push(("option sheet_by".into(), opt(&plan.options.sheet_by)));
-    let source = job.source_crs.clone().unwrap_or_default();
-    let source_name = Crs::from_code(&source).map(|c| c.name()).unwrap_or("");
-    rows.push(("source CRS".into(), format!("{source} {source_name}")));
+    rows.push((
+        "source CRS".into(),
+        format!("{} {}", plan.source, plan.source.name),
+    ));
     rows.push((
         "target CRS".into(),
-        format!("{} {}", plan.target, plan.target.name()),
+        format!("{} {}", plan.target, plan.target.name),
     ));
     rows.push((
         "operation".into(),
@@ -503,14 +501,13 @@ mod tests {
 
     #[test]
     fn new_columns_avoid_clashes() {
-        let wgs = Crs::from_code("EPSG:4326").unwrap();
+        let crs = |code| CrsInfo::from(crate::convert::crs::Crs::from_code(code).unwrap());
         let headers = vec!["name".to_string(), "LON".to_string(), "status".to_string()];
         assert_eq!(
-            new_column_names(&headers, wgs),
+            new_column_names(&headers, &crs("EPSG:4326")),
             ["lon_geobatch", "lat", "status_geobatch", "error"].map(String::from)
         );
-        let tm = Crs::from_code("EPSG:5186").unwrap();
-        assert_eq!(new_column_names(&headers, tm)[0], "x_5186");
+        assert_eq!(new_column_names(&headers, &crs("EPSG:5186"))[0], "x_5186");
     }
 
     #[test]

@@ -14,13 +14,14 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::{Offset, TopicPartitionList};
 use serde::{Deserialize, Serialize};
+use sqlx::postgres::{PgPool, PgPoolOptions};
 use tokio::sync::watch;
 
 use crate::bus::{
     Bus, BusConfig, BusError, ConsumerLag, RowBatch, RowPoint, SheetTopic, ROW_TOPIC_PATTERN,
 };
 use crate::convert::crs::{Crs, CrsError};
-use crate::convert::JobPlan;
+use crate::convert::{epsg_of, EngineError, EngineKind, JobPlan};
 use crate::intake::{self, CsvSource, IntakeError, Layout, ReadOptions};
 use crate::merge::{self, MergeError};
 use crate::store::{
@@ -56,8 +57,8 @@ pub enum JobError {
         x: String,
         y: String,
     },
-    #[error("unknown engine {0:?}; this build knows \"builtin\"")]
-    UnknownEngine(String),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
     #[error("no input file")]
     NoInput,
     #[error(transparent)]
@@ -81,9 +82,8 @@ impl JobError {
                 | JobError::Crs(_)
                 | JobError::SheetByMissing { .. }
                 | JobError::SourceCrsNeeded { .. }
-                | JobError::UnknownEngine(_)
                 | JobError::NoInput
-        )
+        ) || matches!(self, JobError::Engine(e) if e.is_input_error())
     }
 }
 
@@ -101,8 +101,14 @@ pub struct JobOptions {
 }
 
 impl JobOptions {
+    /// The target CRS as given (EPSG:4326 when not).
+    pub fn target_code(&self) -> &str {
+        self.to.as_deref().unwrap_or("EPSG:4326")
+    }
+
+    /// The target CRS in the builtin engine.
     pub fn target(&self) -> Result<Crs, CrsError> {
-        Crs::from_code(self.to.as_deref().unwrap_or("EPSG:4326"))
+        Crs::from_code(self.target_code())
     }
 }
 
@@ -118,6 +124,10 @@ pub struct JobInput {
 #[derive(Clone, Debug)]
 pub struct Settings {
     pub data_dir: PathBuf,
+    /// `postgres://…`: the result store in PostgreSQL; None: SQLite in `data_dir`.
+    pub database_url: Option<String>,
+    /// PostgreSQL with PostGIS for `--engine postgis`; None: the store's database, if PostgreSQL.
+    pub postgis_url: Option<String>,
     pub bus: BusConfig,
     /// Consumer tasks in this process (0: none, e.g. `serve` beside separate workers).
     pub workers: usize,
@@ -133,6 +143,8 @@ impl Settings {
     pub fn embedded(data_dir: impl Into<PathBuf>) -> Settings {
         Settings {
             data_dir: data_dir.into(),
+            database_url: None,
+            postgis_url: None,
             bus: BusConfig {
                 brokers: None,
                 partitions: 4,
@@ -164,6 +176,8 @@ pub struct Counters {
 pub struct Pipeline {
     settings: Settings,
     store: ResultStore,
+    /// The database of the PostGIS engine, when there is one.
+    postgis: Option<PgPool>,
     bus: watch::Receiver<Option<Arc<Bus>>>,
     /// Bumped after every change a waiter may care about (results stored, job state).
     progress: watch::Sender<u64>,
@@ -181,12 +195,25 @@ impl Pipeline {
         for sub in ["uploads", "results"] {
             std::fs::create_dir_all(settings.data_dir.join(sub))?;
         }
-        let store = ResultStore::open_dir(&settings.data_dir).await?;
+        let store = ResultStore::open(&settings.data_dir, settings.database_url.as_deref()).await?;
+        tracing::info!("result store: {}", store.backend_name());
+        let postgis = match settings.postgis_url.as_deref().map(str::trim) {
+            // Connected on first use: a PostGIS that is down does not stop the service.
+            Some(url) if !url.is_empty() => Some(
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy(url)
+                    .map_err(EngineError::from)?,
+            ),
+            _ => store.postgres_pool().cloned(),
+        };
         let (bus_tx, bus_rx) = watch::channel(None);
         let (progress, _) = watch::channel(0);
         let pipeline = Arc::new(Pipeline {
             settings,
             store,
+            postgis,
             bus: bus_rx,
             progress,
             counters: Counters::default(),
@@ -269,6 +296,8 @@ impl Pipeline {
                 .await
                 .map_err(|e| JobError::Io(std::io::Error::other(e)))??
         };
+        // The engine checks its CRSs (PostGIS: in spatial_ref_sys) before the job is accepted.
+        let plan = self.make_plan(&options, &prepared.source).await?;
         let files: Vec<JobFile> = inputs
             .iter()
             .enumerate()
@@ -299,13 +328,8 @@ impl Pipeline {
             let json = serde_json::to_string(layout).expect("layout serializes");
             self.store.set_file_layout(&id, n as u32, &json).await?;
         }
-        let plan = JobPlan::new(prepared.source, options.target()?);
         self.store
-            .set_plan(
-                &id,
-                &prepared.source.to_string(),
-                &plan.transform().description(),
-            )
+            .set_plan(&id, &prepared.source, plan.description())
             .await?;
         tracing::info!(job = %id, %label, from = %prepared.source, "job accepted");
         self.bump();
@@ -578,25 +602,19 @@ impl Pipeline {
         if todo.is_empty() {
             return Ok(());
         }
+        // A database that fails (PostGIS, the store) never turns rows into error rows: the
+        // batch is retried until it goes through, its offsets uncommitted meanwhile.
         let started = std::time::Instant::now();
-        let results = plan.convert(&todo);
+        let results = until_ok(job, "convert the batch", || plan.convert(&todo)).await;
         self.counters.transform_seconds.observe(started.elapsed());
         let failed = results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
             .count() as u64;
-        let mut delay = Duration::from_millis(100);
-        loop {
-            match self.store.store_results(job, batch.sheet, &results).await {
-                Ok(_) => break,
-                Err(e) => {
-                    // Not committing is what keeps the rows; wait for the store to come back.
-                    tracing::warn!(job = %job, "cannot store results ({e}); retrying");
-                    tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(10));
-                }
-            }
-        }
+        until_ok(job, "store results", || {
+            self.store.store_results(job, batch.sheet, &results)
+        })
+        .await;
         self.counters
             .rows_converted
             .fetch_add(todo.len() as u64, Ordering::Relaxed);
@@ -616,8 +634,25 @@ impl Pipeline {
         }
         let options: JobOptions = serde_json::from_str(&job.options)
             .map_err(|e| JobError::Io(std::io::Error::other(e)))?;
-        let source = Crs::from_code(job.source_crs.as_deref().unwrap_or("EPSG:4326"))?;
-        Ok(Some(JobPlan::new(source, options.target()?)))
+        Ok(Some(self.job_plan(&job, &options).await?))
+    }
+
+    async fn job_plan(&self, job: &JobRecord, options: &JobOptions) -> Result<JobPlan, JobError> {
+        self.make_plan(options, job.source_crs.as_deref().unwrap_or("EPSG:4326"))
+            .await
+    }
+
+    /// The job's engine with its CRSs: the builtin transform, or PostGIS (which checks that
+    /// both SRIDs are in its spatial_ref_sys).
+    async fn make_plan(&self, options: &JobOptions, source: &str) -> Result<JobPlan, JobError> {
+        match EngineKind::parse(options.engine.as_deref())? {
+            EngineKind::Builtin => Ok(JobPlan::new(Crs::from_code(source)?, options.target()?)),
+            EngineKind::Postgis => {
+                let pool = self.postgis.clone().ok_or(EngineError::NoDatabase)?;
+                let (from, to) = (epsg_of(source)?, epsg_of(options.target_code())?);
+                Ok(JobPlan::postgis(pool, from, to).await?)
+            }
+        }
     }
 
     /// Writes the workbook of every job whose rows are all resolved.
@@ -663,7 +698,18 @@ impl Pipeline {
                 .join("results")
                 .join(format!("{id}.xlsx"))
         });
-        let summary = merge::merge_job(&self.store, &job, &options, &output).await?;
+        let plan = match self.job_plan(&job, &options).await {
+            Ok(plan) => plan,
+            // PostGIS (which names the CRSs) is away: not the job's fault, try again later.
+            Err(JobError::Engine(e)) if !e.is_input_error() => {
+                tracing::warn!(job = %id, "cannot prepare the workbook ({e}); retrying");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                self.store.set_state(id, JobState::Running, None).await?;
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let summary = merge::merge_job(&self.store, &job, &options, &plan, &output).await?;
         self.store.set_output(id, &output.to_string_lossy()).await?;
         self.store.set_state(id, JobState::Done, None).await?;
         self.counters.jobs_merged.fetch_add(1, Ordering::Relaxed);
@@ -763,6 +809,27 @@ impl Pipeline {
     }
 }
 
+/// Runs `op` until it succeeds, backing off between tries (100 ms doubling to 10 s). For the
+/// worker's database writes and PostGIS queries: not committing the batch's offsets is what
+/// keeps its rows meanwhile.
+async fn until_ok<T, E, F>(job: &str, what: &str, mut op: impl FnMut() -> F) -> T
+where
+    E: std::fmt::Display,
+    F: std::future::Future<Output = Result<T, E>>,
+{
+    let mut delay = Duration::from_millis(100);
+    loop {
+        match op().await {
+            Ok(v) => return v,
+            Err(e) => {
+                tracing::warn!(job = %job, "cannot {what} ({e}); retrying");
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(Duration::from_secs(10));
+            }
+        }
+    }
+}
+
 /// `,` `;` `|` `tab` (or a literal tab) as the byte the CSV reader wants.
 pub fn parse_delimiter(s: &str) -> Result<u8, String> {
     match s {
@@ -780,7 +847,8 @@ pub fn new_job_id() -> String {
 
 struct Prepared {
     layouts: Vec<Layout>,
-    source: Crs,
+    /// "EPSG:<n>".
+    source: String,
 }
 
 /// Everything that can be wrong with the input or options, found before the job is accepted.
@@ -788,12 +856,16 @@ fn prepare(inputs: &[JobInput], options: &JobOptions) -> Result<Prepared, JobErr
     if inputs.is_empty() {
         return Err(JobError::NoInput);
     }
-    match options.engine.as_deref() {
-        None | Some("builtin") => {}
-        Some(other) => return Err(JobError::UnknownEngine(other.to_string())),
-    }
-    options.target()?;
-    let given = options.from.as_deref().map(Crs::from_code).transpose()?;
+    // The builtin engine knows its CRSs here; PostGIS's are checked when the plan is made.
+    let engine = EngineKind::parse(options.engine.as_deref())?;
+    let code = |code: &str| -> Result<String, CrsError> {
+        match engine {
+            EngineKind::Builtin => Crs::from_code(code).map(|c| c.to_string()),
+            EngineKind::Postgis => epsg_of(code).map(|n| format!("EPSG:{n}")),
+        }
+    };
+    code(options.target_code())?;
+    let given = options.from.as_deref().map(code).transpose()?;
     let mut layouts = Vec::new();
     let mut source = given;
     for input in inputs {
@@ -809,14 +881,14 @@ fn prepare(inputs: &[JobInput], options: &JobOptions) -> Result<Prepared, JobErr
             }
         }
         if source.is_none() {
-            source = detect_geographic(&mut csv, &layout, &input.label)?;
+            source = detect_geographic(&mut csv, &layout, &input.label)?.map(|c| c.to_string());
         }
         layouts.push(layout);
     }
     Ok(Prepared {
         layouts,
         // No readable point anywhere: every row will be an error row, whatever the CRS.
-        source: source.unwrap_or_else(|| Crs::from_code("EPSG:4326").expect("known")),
+        source: source.unwrap_or_else(|| "EPSG:4326".to_string()),
     })
 }
 

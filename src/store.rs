@@ -2,14 +2,24 @@
 //!
 //! Every result write is idempotent per (job, seq) and moves the sheet counters in the same
 //! transaction, so a redelivered batch can neither duplicate a row nor skew the progress.
+//!
+//! Two backends behind the same methods: SQLite (a file in the data directory, the default)
+//! and PostgreSQL (`DATABASE_URL=postgres://…`). Same schema (`migrations/sqlite`,
+//! `migrations/postgres`) and the same SQL text wherever the dialects agree: every query is
+//! written with `$1`-style parameters, which sqlx's SQLite driver reads as well. Only the bulk
+//! insert of results differs (multi-row `VALUES` for SQLite, `UNNEST` arrays for PostgreSQL).
 
 use std::path::Path;
 use std::str::FromStr;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{QueryBuilder, Row, SqlitePool};
+use sqlx::postgres::{PgConnection, PgPool, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow,
+    SqliteSynchronous,
+};
+use sqlx::{QueryBuilder, SqlitePool};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -19,6 +29,8 @@ pub enum StoreError {
     Migrate(#[from] sqlx::migrate::MigrateError),
     #[error("result store: {0}")]
     Corrupt(String),
+    #[error("result store: {0}")]
+    Config(String),
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
@@ -160,15 +172,52 @@ pub fn now_ms() -> i64 {
         .unwrap_or(0)
 }
 
+/// Which database holds the store.
+#[derive(Clone)]
+enum Backend {
+    Sqlite(SqlitePool),
+    Postgres(PgPool),
+}
+
 #[derive(Clone)]
 pub struct ResultStore {
-    pool: SqlitePool,
+    backend: Backend,
+}
+
+/// Runs `$body` with `$pool` bound to the store's pool, whichever the backend: one source text,
+/// compiled once per dialect.
+macro_rules! on_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.backend {
+            Backend::Sqlite($pool) => $body,
+            Backend::Postgres($pool) => $body,
+        }
+    };
 }
 
 const JOB_COLUMNS: &str = "id, label, state, options, source_crs, operation, total_rows, message, \
      output_path, created_ms, published_ms, resolved_ms, finished_ms";
 
+/// True for the URLs that select the PostgreSQL backend.
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
 impl ResultStore {
+    /// Opens the store and applies the migrations: PostgreSQL when `database_url` is a
+    /// `postgres://` URL, otherwise (None or empty) the SQLite file `geobatch.db` in `data_dir`.
+    pub async fn open(data_dir: &Path, database_url: Option<&str>) -> Result<ResultStore> {
+        match database_url.map(str::trim).filter(|u| !u.is_empty()) {
+            None => Self::open_dir(data_dir).await,
+            Some(url) if is_postgres_url(url) => Self::open_postgres(url).await,
+            Some(url) => Err(StoreError::Config(format!(
+                "DATABASE_URL must be a postgres:// URL (unset: SQLite in the data directory); \
+                 it starts with {:?}",
+                url.split(':').next().unwrap_or_default()
+            ))),
+        }
+    }
+
     /// Opens (creating if needed) the SQLite store in `data_dir` and applies the migrations.
     pub async fn open_dir(data_dir: &Path) -> Result<ResultStore> {
         let file = data_dir.join("geobatch.db");
@@ -177,108 +226,147 @@ impl ResultStore {
             // WAL + NORMAL survives a killed process (not a power cut) at a fraction of FULL's cost.
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
-            .busy_timeout(std::time::Duration::from_secs(30))
+            .busy_timeout(Duration::from_secs(30))
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;
-        Ok(ResultStore { pool })
+        Ok(ResultStore {
+            backend: Backend::Sqlite(pool),
+        })
+    }
+
+    /// Connects to PostgreSQL and applies the migrations (sqlx serialises concurrent migrators
+    /// with an advisory lock, so several processes may start at once).
+    pub async fn open_postgres(url: &str) -> Result<ResultStore> {
+        let pool = PgPoolOptions::new()
+            .max_connections(8)
+            .acquire_timeout(Duration::from_secs(30))
+            .connect(url)
+            .await?;
+        sqlx::migrate!("migrations/postgres").run(&pool).await?;
+        Ok(ResultStore {
+            backend: Backend::Postgres(pool),
+        })
+    }
+
+    /// "SQLite" or "PostgreSQL", for logs.
+    pub fn backend_name(&self) -> &'static str {
+        match self.backend {
+            Backend::Sqlite(_) => "SQLite",
+            Backend::Postgres(_) => "PostgreSQL",
+        }
+    }
+
+    /// The PostgreSQL pool when the store lives there (the PostGIS engine may share it).
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.backend {
+            Backend::Postgres(pool) => Some(pool),
+            Backend::Sqlite(_) => None,
+        }
     }
 
     pub async fn create_job(&self, job: &NewJob<'_>) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query(
-            "INSERT INTO jobs (id, label, state, options, created_ms) VALUES (?, ?, ?, ?, ?)",
-        )
-        .bind(job.id)
-        .bind(job.label)
-        .bind(JobState::Accepted.as_str())
-        .bind(job.options)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        for f in job.files {
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
             sqlx::query(
-                "INSERT INTO job_files (job_id, file_no, label, path, owned) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO jobs (id, label, state, options, created_ms) VALUES ($1, $2, $3, $4, $5)",
             )
             .bind(job.id)
-            .bind(f.file_no as i64)
-            .bind(&f.label)
-            .bind(&f.path)
-            .bind(f.owned)
+            .bind(job.label)
+            .bind(JobState::Accepted.as_str())
+            .bind(job.options)
+            .bind(now_ms())
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
+            for f in job.files {
+                sqlx::query(
+                    "INSERT INTO job_files (job_id, file_no, label, path, owned) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
+                .bind(job.id)
+                .bind(f.file_no as i64)
+                .bind(&f.label)
+                .bind(&f.path)
+                .bind(f.owned)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     pub async fn set_state(&self, id: &str, state: JobState, message: Option<&str>) -> Result<()> {
-        let now = now_ms();
-        sqlx::query(
-            "UPDATE jobs SET state = ?, message = COALESCE(?, message), \
-             published_ms = CASE WHEN ? = 'running' AND published_ms IS NULL THEN ? ELSE published_ms END, \
-             resolved_ms = CASE WHEN ? = 'merging' THEN ? ELSE resolved_ms END, \
-             finished_ms = CASE WHEN ? IN ('done', 'failed') THEN ? ELSE finished_ms END \
-             WHERE id = ?",
-        )
-        .bind(state.as_str())
-        .bind(message)
-        .bind(state.as_str())
-        .bind(now)
-        .bind(state.as_str())
-        .bind(now)
-        .bind(state.as_str())
-        .bind(now)
-        .bind(id)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = $1, message = COALESCE($2, message), \
+                 published_ms = CASE WHEN $1 = 'running' AND published_ms IS NULL THEN $3 ELSE published_ms END, \
+                 resolved_ms = CASE WHEN $1 = 'merging' THEN $3 ELSE resolved_ms END, \
+                 finished_ms = CASE WHEN $1 IN ('done', 'failed') THEN $3 ELSE finished_ms END \
+                 WHERE id = $4",
+            )
+            .bind(state.as_str())
+            .bind(message)
+            .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
     pub async fn set_plan(&self, id: &str, source_crs: &str, operation: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET source_crs = ?, operation = ? WHERE id = ?")
-            .bind(source_crs)
-            .bind(operation)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE jobs SET source_crs = $1, operation = $2 WHERE id = $3")
+                .bind(source_crs)
+                .bind(operation)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn set_output(&self, id: &str, path: &str) -> Result<()> {
-        sqlx::query("UPDATE jobs SET output_path = ? WHERE id = ?")
-            .bind(path)
-            .bind(id)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE jobs SET output_path = $1 WHERE id = $2")
+                .bind(path)
+                .bind(id)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     pub async fn set_file_layout(&self, id: &str, file_no: u32, layout: &str) -> Result<()> {
-        sqlx::query("UPDATE job_files SET layout = ? WHERE job_id = ? AND file_no = ?")
-            .bind(layout)
-            .bind(id)
-            .bind(file_no as i64)
-            .execute(&self.pool)
-            .await?;
+        on_pool!(self, pool => {
+            sqlx::query("UPDATE job_files SET layout = $1 WHERE job_id = $2 AND file_no = $3")
+                .bind(layout)
+                .bind(id)
+                .bind(file_no as i64)
+                .execute(pool)
+                .await?;
+        });
         Ok(())
     }
 
     /// Records a sheet; a re-driven intake finds the same sheets and keeps their counters.
     pub async fn add_sheet(&self, id: &str, sheet_no: u32, name: &str, topic: &str) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO sheets (job_id, sheet_no, name, topic) VALUES (?, ?, ?, ?) \
-             ON CONFLICT (job_id, sheet_no) DO NOTHING",
-        )
-        .bind(id)
-        .bind(sheet_no as i64)
-        .bind(name)
-        .bind(topic)
-        .execute(&self.pool)
-        .await?;
+        on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO sheets (job_id, sheet_no, name, topic) VALUES ($1, $2, $3, $4) \
+                 ON CONFLICT (job_id, sheet_no) DO NOTHING",
+            )
+            .bind(id)
+            .bind(sheet_no as i64)
+            .bind(name)
+            .bind(topic)
+            .execute(pool)
+            .await?;
+        });
         Ok(())
     }
 
@@ -289,62 +377,67 @@ impl ResultStore {
         file_rows: &[(u32, u64)],
         sheet_rows: &[(u32, u64)],
     ) -> Result<()> {
-        let mut tx = self.pool.begin().await?;
-        let mut total = 0u64;
-        for (file_no, rows) in file_rows {
-            total += rows;
-            sqlx::query("UPDATE job_files SET rows = ? WHERE job_id = ? AND file_no = ?")
-                .bind(*rows as i64)
-                .bind(id)
-                .bind(*file_no as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        for (sheet_no, rows) in sheet_rows {
-            sqlx::query("UPDATE sheets SET rows_total = ? WHERE job_id = ? AND sheet_no = ?")
-                .bind(*rows as i64)
-                .bind(id)
-                .bind(*sheet_no as i64)
-                .execute(&mut *tx)
-                .await?;
-        }
-        sqlx::query(
-            "UPDATE jobs SET total_rows = ?, state = 'running', \
-             published_ms = COALESCE(published_ms, ?) WHERE id = ?",
-        )
-        .bind(total as i64)
-        .bind(now_ms())
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
+        let total: u64 = file_rows.iter().map(|(_, rows)| rows).sum();
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for (file_no, rows) in file_rows {
+                sqlx::query("UPDATE job_files SET rows = $1 WHERE job_id = $2 AND file_no = $3")
+                    .bind(*rows as i64)
+                    .bind(id)
+                    .bind(*file_no as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for (sheet_no, rows) in sheet_rows {
+                sqlx::query("UPDATE sheets SET rows_total = $1 WHERE job_id = $2 AND sheet_no = $3")
+                    .bind(*rows as i64)
+                    .bind(id)
+                    .bind(*sheet_no as i64)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            sqlx::query(
+                "UPDATE jobs SET total_rows = $1, state = 'running', \
+                 published_ms = COALESCE(published_ms, $2) WHERE id = $3",
+            )
+            .bind(total as i64)
+            .bind(now_ms())
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
     /// The sequence numbers in `[from, to]` that already have a result.
     pub async fn resolved_seqs(&self, id: &str, from: u64, to: u64) -> Result<Vec<u64>> {
-        let rows = sqlx::query(
-            "SELECT seq FROM results WHERE job_id = ? AND seq BETWEEN ? AND ? ORDER BY seq",
-        )
-        .bind(id)
-        .bind(from as i64)
-        .bind(to as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| r.get::<i64, _>(0) as u64).collect())
+        let seqs: Vec<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT seq FROM results WHERE job_id = $1 AND seq BETWEEN $2 AND $3 ORDER BY seq",
+            )
+            .bind(id)
+            .bind(from as i64)
+            .bind(to as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(seqs.into_iter().map(|s| s as u64).collect())
     }
 
     /// Up to `limit` resolved sequence numbers from `from` on, in order.
     pub async fn resolved_seqs_from(&self, id: &str, from: u64, limit: u32) -> Result<Vec<u64>> {
-        let rows = sqlx::query(
-            "SELECT seq FROM results WHERE job_id = ? AND seq >= ? ORDER BY seq LIMIT ?",
-        )
-        .bind(id)
-        .bind(from as i64)
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| r.get::<i64, _>(0) as u64).collect())
+        let seqs: Vec<i64> = on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT seq FROM results WHERE job_id = $1 AND seq >= $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(id)
+            .bind(from as i64)
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        Ok(seqs.into_iter().map(|s| s as u64).collect())
     }
 
     /// Stores results of one sheet; rows that already have a result are left as they are.
@@ -354,71 +447,31 @@ impl ResultStore {
         sheet_no: u32,
         rows: &[RowResult],
     ) -> Result<Stored> {
-        // SQLite allows 32766 bound parameters per statement; 8 a row.
-        const CHUNK: usize = 4000;
         let mut stored = Stored::default();
         if rows.is_empty() {
             return Ok(stored);
         }
-        let mut tx = self.pool.begin().await?;
-        for want_ok in [true, false] {
-            let subset: Vec<&RowResult> = rows
-                .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Point { .. }) == want_ok)
-                .collect();
-            for chunk in subset.chunks(CHUNK) {
-                let mut qb = QueryBuilder::new(
-                    "INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, error_value, error) ",
-                );
-                qb.push_values(chunk, |mut b, r| {
-                    b.push_bind(id)
-                        .push_bind(r.seq as i64)
-                        .push_bind(sheet_no as i64);
-                    match &r.outcome {
-                        Outcome::Point { x, y } => {
-                            b.push_bind("ok")
-                                .push_bind(*x)
-                                .push_bind(*y)
-                                .push_bind(None::<String>)
-                                .push_bind(None::<String>)
-                                .push_bind(None::<String>);
-                        }
-                        Outcome::Failed {
-                            column,
-                            raw,
-                            reason,
-                        } => {
-                            b.push_bind("error")
-                                .push_bind(None::<f64>)
-                                .push_bind(None::<f64>)
-                                .push_bind(column.clone())
-                                .push_bind(raw.clone())
-                                .push_bind(reason.clone());
-                        }
-                    }
-                });
-                qb.push(" ON CONFLICT (job_id, seq) DO NOTHING");
-                let added = qb.build().execute(&mut *tx).await?.rows_affected();
-                if want_ok {
-                    stored.ok += added;
-                } else {
-                    stored.failed += added;
-                }
+        on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for chunk in rows.chunks(INSERT_CHUNK) {
+                let added = tx.insert_results(id, sheet_no, chunk).await?;
+                stored.ok += added.ok;
+                stored.failed += added.failed;
             }
-        }
-        if stored.ok + stored.failed > 0 {
-            sqlx::query(
-                "UPDATE sheets SET rows_ok = rows_ok + ?, rows_failed = rows_failed + ? \
-                 WHERE job_id = ? AND sheet_no = ?",
-            )
-            .bind(stored.ok as i64)
-            .bind(stored.failed as i64)
-            .bind(id)
-            .bind(sheet_no as i64)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
+            if stored.ok + stored.failed > 0 {
+                sqlx::query(
+                    "UPDATE sheets SET rows_ok = rows_ok + $1, rows_failed = rows_failed + $2 \
+                     WHERE job_id = $3 AND sheet_no = $4",
+                )
+                .bind(stored.ok as i64)
+                .bind(stored.failed as i64)
+                .bind(id)
+                .bind(sheet_no as i64)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+        });
         Ok(stored)
     }
 
@@ -429,192 +482,414 @@ impl ResultStore {
         after: Option<u64>,
         limit: u32,
     ) -> Result<Vec<StoredResult>> {
-        let rows = sqlx::query(
-            "SELECT seq, sheet_no, status, out_x, out_y, error_column, error_value, error \
-             FROM results WHERE job_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-        )
-        .bind(id)
-        .bind(after.map(|a| a as i64).unwrap_or(-1))
-        .bind(limit as i64)
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter()
-            .map(|r| {
-                let status: String = r.get(2);
-                let outcome = if status == "ok" {
-                    Outcome::Point {
-                        x: r.get(3),
-                        y: r.get(4),
-                    }
-                } else {
-                    Outcome::Failed {
-                        column: r.get(5),
-                        raw: r.get(6),
-                        reason: r.get::<Option<String>, _>(7).unwrap_or_default(),
-                    }
-                };
-                Ok(StoredResult {
-                    seq: r.get::<i64, _>(0) as u64,
-                    sheet_no: r.get::<i64, _>(1) as u32,
-                    outcome,
-                })
-            })
-            .collect()
+        let rows: Vec<ResultRow> = on_pool!(self, pool => {
+            sqlx::query_as(
+                "SELECT seq, sheet_no, status, out_x, out_y, error_column, error_value, error \
+                 FROM results WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+            )
+            .bind(id)
+            .bind(after.map(|a| a as i64).unwrap_or(-1))
+            .bind(limit as i64)
+            .fetch_all(pool)
+            .await?
+        });
+        rows.into_iter().map(ResultRow::into_result).collect()
     }
 
     pub async fn job(&self, id: &str) -> Result<Option<JobRecord>> {
-        let row = sqlx::query(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = ?"))
-            .bind(id)
-            .fetch_optional(&self.pool)
-            .await?;
-        row.map(|r| job_from_row(&r)).transpose()
+        let row: Option<JobRow> = on_pool!(self, pool => {
+            sqlx::query_as(&format!("SELECT {JOB_COLUMNS} FROM jobs WHERE id = $1"))
+                .bind(id)
+                .fetch_optional(pool)
+                .await?
+        });
+        row.map(JobRow::into_record).transpose()
     }
 
     /// Newest first.
     pub async fn jobs(&self) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs ORDER BY created_ms DESC, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs_where("TRUE ORDER BY created_ms DESC, id").await
     }
 
     /// Jobs that a restart must pick up again, oldest first.
     pub async fn unfinished_jobs(&self) -> Result<Vec<JobRecord>> {
-        let rows = sqlx::query(&format!(
-            "SELECT {JOB_COLUMNS} FROM jobs WHERE state NOT IN ('done', 'failed') ORDER BY created_ms, id"
-        ))
-        .fetch_all(&self.pool)
-        .await?;
-        rows.iter().map(job_from_row).collect()
+        self.jobs_where("state NOT IN ('done', 'failed') ORDER BY created_ms, id")
+            .await
+    }
+
+    async fn jobs_where(&self, condition_and_order: &str) -> Result<Vec<JobRecord>> {
+        let sql = format!("SELECT {JOB_COLUMNS} FROM jobs WHERE {condition_and_order}");
+        let rows: Vec<JobRow> = on_pool!(self, pool => {
+            sqlx::query_as(&sql).fetch_all(pool).await?
+        });
+        rows.into_iter().map(JobRow::into_record).collect()
     }
 
     /// Running jobs whose every row has a result: ready for the merger.
     pub async fn resolved_jobs(&self) -> Result<Vec<String>> {
-        let rows = sqlx::query(
-            "SELECT j.id FROM jobs j JOIN sheets s ON s.job_id = j.id \
-             WHERE j.state = 'running' AND j.total_rows IS NOT NULL \
-             GROUP BY j.id, j.total_rows \
-             HAVING SUM(s.rows_ok + s.rows_failed) >= j.total_rows \
-             UNION \
-             SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.total_rows = 0",
-        )
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        Ok(on_pool!(self, pool => {
+            sqlx::query_scalar(
+                "SELECT j.id FROM jobs j JOIN sheets s ON s.job_id = j.id \
+                 WHERE j.state = 'running' AND j.total_rows IS NOT NULL \
+                 GROUP BY j.id, j.total_rows \
+                 HAVING SUM(s.rows_ok + s.rows_failed) >= j.total_rows \
+                 UNION \
+                 SELECT j.id FROM jobs j WHERE j.state = 'running' AND j.total_rows = 0",
+            )
+            .fetch_all(pool)
+            .await?
+        }))
     }
 
     pub async fn files(&self, id: &str) -> Result<Vec<JobFile>> {
-        let rows = sqlx::query(
-            "SELECT file_no, label, path, owned, layout, rows FROM job_files \
-             WHERE job_id = ? ORDER BY file_no",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| JobFile {
-                file_no: r.get::<i64, _>(0) as u32,
-                label: r.get(1),
-                path: r.get(2),
-                owned: r.get(3),
-                layout: r.get(4),
-                rows: r.get::<Option<i64>, _>(5).map(|n| n as u64),
-            })
-            .collect())
+        let rows: Vec<FileRow> = self
+            .of_job(
+                "SELECT file_no, label, path, owned, layout, rows FROM job_files \
+                 WHERE job_id = $1 ORDER BY file_no",
+                id,
+            )
+            .await?;
+        Ok(rows.into_iter().map(FileRow::into_file).collect())
     }
 
     pub async fn sheets(&self, id: &str) -> Result<Vec<SheetRecord>> {
-        let rows = sqlx::query(
-            "SELECT sheet_no, name, topic, rows_total, rows_ok, rows_failed FROM sheets \
-             WHERE job_id = ? ORDER BY sheet_no",
-        )
-        .bind(id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| SheetRecord {
-                sheet_no: r.get::<i64, _>(0) as u32,
-                name: r.get(1),
-                topic: r.get(2),
-                rows_total: r.get::<i64, _>(3) as u64,
-                rows_ok: r.get::<i64, _>(4) as u64,
-                rows_failed: r.get::<i64, _>(5) as u64,
-            })
-            .collect())
+        let rows: Vec<SheetRow> = self
+            .of_job(
+                "SELECT sheet_no, name, topic, rows_total, rows_ok, rows_failed FROM sheets \
+                 WHERE job_id = $1 ORDER BY sheet_no",
+                id,
+            )
+            .await?;
+        Ok(rows.into_iter().map(SheetRow::into_record).collect())
+    }
+
+    /// Every row of `sql`, whose one parameter is the job's id.
+    async fn of_job<T>(&self, sql: &str, id: &str) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin,
+    {
+        Ok(on_pool!(self, pool => {
+            sqlx::query_as(sql).bind(id).fetch_all(pool).await?
+        }))
     }
 
     /// How many jobs are in each state.
     pub async fn job_state_counts(&self) -> Result<Vec<(String, u64)>> {
-        let rows = sqlx::query("SELECT state, COUNT(*) FROM jobs GROUP BY state ORDER BY state")
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows
-            .iter()
-            .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1) as u64))
-            .collect())
+        let sql = "SELECT state, COUNT(*) AS n FROM jobs GROUP BY state ORDER BY state";
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as(sql).fetch_all(pool).await?
+        });
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
     }
 
     /// Sheets of jobs that are not finished, with their job ids.
     pub async fn active_sheets(&self) -> Result<Vec<(String, SheetRecord)>> {
-        let rows = sqlx::query(
-            "SELECT s.job_id, s.sheet_no, s.name, s.topic, s.rows_total, s.rows_ok, s.rows_failed \
-             FROM sheets s JOIN jobs j ON j.id = s.job_id \
-             WHERE j.state NOT IN ('done', 'failed') ORDER BY s.job_id, s.sheet_no",
-        )
-        .fetch_all(&self.pool)
-        .await?;
+        let sql = "SELECT s.job_id, s.sheet_no, s.name, s.topic, s.rows_total, s.rows_ok, \
+                   s.rows_failed FROM sheets s JOIN jobs j ON j.id = s.job_id \
+                   WHERE j.state NOT IN ('done', 'failed') ORDER BY s.job_id, s.sheet_no";
+        let rows: Vec<ActiveSheetRow> = on_pool!(self, pool => {
+            sqlx::query_as(sql).fetch_all(pool).await?
+        });
         Ok(rows
-            .iter()
-            .map(|r| {
-                (
-                    r.get::<String, _>(0),
-                    SheetRecord {
-                        sheet_no: r.get::<i64, _>(1) as u32,
-                        name: r.get(2),
-                        topic: r.get(3),
-                        rows_total: r.get::<i64, _>(4) as u64,
-                        rows_ok: r.get::<i64, _>(5) as u64,
-                        rows_failed: r.get::<i64, _>(6) as u64,
-                    },
-                )
-            })
+            .into_iter()
+            .map(|r| (r.job_id, r.sheet.into_record()))
             .collect())
     }
 
     pub async fn delete_job(&self, id: &str) -> Result<bool> {
-        let mut tx = self.pool.begin().await?;
-        sqlx::query("DELETE FROM results WHERE job_id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        let gone = sqlx::query("DELETE FROM jobs WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
+        let gone = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("DELETE FROM results WHERE job_id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            let gone = sqlx::query("DELETE FROM jobs WHERE id = $1")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            gone
+        });
         Ok(gone > 0)
     }
 }
 
-fn job_from_row(r: &sqlx::sqlite::SqliteRow) -> Result<JobRecord> {
-    Ok(JobRecord {
-        id: r.get(0),
-        label: r.get(1),
-        state: JobState::parse(r.get::<&str, _>(2))?,
-        options: r.get(3),
-        source_crs: r.get(4),
-        operation: r.get(5),
-        total_rows: r.get::<Option<i64>, _>(6).map(|n| n as u64),
-        message: r.get(7),
-        output_path: r.get(8),
-        created_ms: r.get(9),
-        published_ms: r.get(10),
-        resolved_ms: r.get(11),
-        finished_ms: r.get(12),
-    })
+/// Results written by one statement at most (SQLite allows 32766 bound parameters, 8 a row).
+const INSERT_CHUNK: usize = 4000;
+
+/// The one write whose SQL differs between the backends: a bulk insert of results that skips
+/// rows already stored and says how many of each kind it added.
+trait InsertResults {
+    async fn insert_results(
+        &mut self,
+        id: &str,
+        sheet_no: u32,
+        rows: &[RowResult],
+    ) -> Result<Stored>;
+}
+
+impl InsertResults for SqliteConnection {
+    async fn insert_results(
+        &mut self,
+        id: &str,
+        sheet_no: u32,
+        rows: &[RowResult],
+    ) -> Result<Stored> {
+        // One statement per kind: `rows_affected` then counts each kind separately.
+        let mut stored = Stored::default();
+        for want_ok in [true, false] {
+            let subset: Vec<&RowResult> = rows
+                .iter()
+                .filter(|r| matches!(r.outcome, Outcome::Point { .. }) == want_ok)
+                .collect();
+            if subset.is_empty() {
+                continue;
+            }
+            let mut qb = QueryBuilder::new(
+                "INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, error_value, error) ",
+            );
+            qb.push_values(subset, |mut b, r| {
+                let c = Columns::of(r);
+                b.push_bind(id)
+                    .push_bind(r.seq as i64)
+                    .push_bind(sheet_no as i64)
+                    .push_bind(c.status)
+                    .push_bind(c.x)
+                    .push_bind(c.y)
+                    .push_bind(c.column)
+                    .push_bind(c.raw)
+                    .push_bind(c.reason);
+            });
+            qb.push(" ON CONFLICT (job_id, seq) DO NOTHING");
+            let added = qb.build().execute(&mut *self).await?.rows_affected();
+            if want_ok {
+                stored.ok += added;
+            } else {
+                stored.failed += added;
+            }
+        }
+        Ok(stored)
+    }
+}
+
+impl InsertResults for PgConnection {
+    async fn insert_results(
+        &mut self,
+        id: &str,
+        sheet_no: u32,
+        rows: &[RowResult],
+    ) -> Result<Stored> {
+        let n = rows.len();
+        let mut seq = Vec::with_capacity(n);
+        let mut status = Vec::with_capacity(n);
+        let (mut xs, mut ys) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut columns, mut raws, mut reasons) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in rows {
+            let c = Columns::of(r);
+            seq.push(r.seq as i64);
+            status.push(c.status);
+            xs.push(c.x);
+            ys.push(c.y);
+            columns.push(c.column);
+            raws.push(c.raw);
+            reasons.push(c.reason);
+        }
+        let (ok, failed): (i64, i64) = sqlx::query_as(
+            "WITH added AS ( \
+                 INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, error_value, error) \
+                 SELECT $1, u.seq, $2, u.status, u.out_x, u.out_y, u.error_column, u.error_value, u.error \
+                 FROM UNNEST($3::bigint[], $4::text[], $5::double precision[], $6::double precision[], \
+                             $7::text[], $8::text[], $9::text[]) \
+                      AS u(seq, status, out_x, out_y, error_column, error_value, error) \
+                 ON CONFLICT (job_id, seq) DO NOTHING \
+                 RETURNING status) \
+             SELECT COUNT(*) FILTER (WHERE status = 'ok'), COUNT(*) FILTER (WHERE status <> 'ok') \
+             FROM added",
+        )
+        .bind(id)
+        .bind(sheet_no as i64)
+        .bind(seq)
+        .bind(status)
+        .bind(xs)
+        .bind(ys)
+        .bind(columns)
+        .bind(raws)
+        .bind(reasons)
+        .fetch_one(&mut *self)
+        .await?;
+        Ok(Stored {
+            ok: ok as u64,
+            failed: failed as u64,
+        })
+    }
+}
+
+/// A result as the columns of `results` hold it.
+struct Columns {
+    status: &'static str,
+    x: Option<f64>,
+    y: Option<f64>,
+    column: Option<String>,
+    raw: Option<String>,
+    reason: Option<String>,
+}
+
+impl Columns {
+    fn of(r: &RowResult) -> Columns {
+        match &r.outcome {
+            Outcome::Point { x, y } => Columns {
+                status: "ok",
+                x: Some(*x),
+                y: Some(*y),
+                column: None,
+                raw: None,
+                reason: None,
+            },
+            Outcome::Failed {
+                column,
+                raw,
+                reason,
+            } => Columns {
+                status: "error",
+                x: None,
+                y: None,
+                column: column.clone(),
+                raw: raw.clone(),
+                reason: Some(reason.clone()),
+            },
+        }
+    }
+}
+
+// Rows as both backends return them (integers are 64-bit in either schema).
+
+#[derive(sqlx::FromRow)]
+struct JobRow {
+    id: String,
+    label: String,
+    state: String,
+    options: String,
+    source_crs: Option<String>,
+    operation: Option<String>,
+    total_rows: Option<i64>,
+    message: Option<String>,
+    output_path: Option<String>,
+    created_ms: i64,
+    published_ms: Option<i64>,
+    resolved_ms: Option<i64>,
+    finished_ms: Option<i64>,
+}
+
+impl JobRow {
+    fn into_record(self) -> Result<JobRecord> {
+        Ok(JobRecord {
+            state: JobState::parse(&self.state)?,
+            id: self.id,
+            label: self.label,
+            options: self.options,
+            source_crs: self.source_crs,
+            operation: self.operation,
+            total_rows: self.total_rows.map(|n| n as u64),
+            message: self.message,
+            output_path: self.output_path,
+            created_ms: self.created_ms,
+            published_ms: self.published_ms,
+            resolved_ms: self.resolved_ms,
+            finished_ms: self.finished_ms,
+        })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct FileRow {
+    file_no: i64,
+    label: String,
+    path: String,
+    owned: bool,
+    layout: Option<String>,
+    rows: Option<i64>,
+}
+
+impl FileRow {
+    fn into_file(self) -> JobFile {
+        JobFile {
+            file_no: self.file_no as u32,
+            label: self.label,
+            path: self.path,
+            owned: self.owned,
+            layout: self.layout,
+            rows: self.rows.map(|n| n as u64),
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct SheetRow {
+    sheet_no: i64,
+    name: String,
+    topic: String,
+    rows_total: i64,
+    rows_ok: i64,
+    rows_failed: i64,
+}
+
+impl SheetRow {
+    fn into_record(self) -> SheetRecord {
+        SheetRecord {
+            sheet_no: self.sheet_no as u32,
+            name: self.name,
+            topic: self.topic,
+            rows_total: self.rows_total as u64,
+            rows_ok: self.rows_ok as u64,
+            rows_failed: self.rows_failed as u64,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct ActiveSheetRow {
+    job_id: String,
+    #[sqlx(flatten)]
+    sheet: SheetRow,
+}
+
+#[derive(sqlx::FromRow)]
+struct ResultRow {
+    seq: i64,
+    sheet_no: i64,
+    status: String,
+    out_x: Option<f64>,
+    out_y: Option<f64>,
+    error_column: Option<String>,
+    error_value: Option<String>,
+    error: Option<String>,
+}
+
+impl ResultRow {
+    fn into_result(self) -> Result<StoredResult> {
+        let outcome = match (self.status.as_str(), self.out_x, self.out_y) {
+            ("ok", Some(x), Some(y)) => Outcome::Point { x, y },
+            ("ok", _, _) => {
+                return Err(StoreError::Corrupt(format!(
+                    "result {} is ok but has no position",
+                    self.seq
+                )))
+            }
+            _ => Outcome::Failed {
+                column: self.error_column,
+                raw: self.error_value,
+                reason: self.error.unwrap_or_default(),
+            },
+        };
+        Ok(StoredResult {
+            seq: self.seq as u64,
+            sheet_no: self.sheet_no as u32,
+            outcome,
+        })
+    }
 }

@@ -1,5 +1,5 @@
 //! What the integration tests share: the real binary as a child process, a temporary data
-//! directory, an xlsx reader (calamine) and an HTTP client.
+//! directory, an xlsx reader (calamine), an HTTP client, and a PostgreSQL database per test.
 
 #![allow(dead_code)]
 
@@ -10,6 +10,8 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use calamine::{open_workbook_auto, Data, Reader};
+use geobatch::convert::crs::{Crs, Transform};
+use sqlx::{Connection, Executor, PgConnection};
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_geobatch");
 
@@ -23,10 +25,18 @@ pub fn broker_mode() -> String {
     std::env::var("GEOBATCH_TEST_BROKER").unwrap_or_else(|_| "embedded".into())
 }
 
-/// One test's world: a data directory, and the broker the suite runs against.
+/// Which store the end-to-end tests run against: `GEOBATCH_TEST_DATABASE=sqlite` (default) or
+/// `postgres` (a database of each test's own, see `PgDb`).
+pub fn database_mode() -> String {
+    std::env::var("GEOBATCH_TEST_DATABASE").unwrap_or_else(|_| "sqlite".into())
+}
+
+/// One test's world: a data directory, and the broker and store the suite runs against.
 pub struct TestDir {
-    dir: tempfile::TempDir,
+    // Declared first so it drops first: the processes that use the database are gone by then.
     pub tansu: Option<Tansu>,
+    pub db: Option<PgDb>,
+    dir: tempfile::TempDir,
 }
 
 impl TestDir {
@@ -38,6 +48,11 @@ impl TestDir {
     pub fn brokers(&self) -> Option<String> {
         self.tansu.as_ref().map(|t| t.bootstrap.clone())
     }
+
+    /// `DATABASE_URL` of the suite's store, if it is not the SQLite file in the data dir.
+    pub fn database_url(&self) -> Option<&str> {
+        self.db.as_ref().map(|d| d.url.as_str())
+    }
 }
 
 /// A fresh directory (and broker, in Tansu mode) for one test; all removed when dropped.
@@ -47,7 +62,8 @@ pub fn tempdir() -> TestDir {
         .tempdir()
         .expect("tempdir");
     let tansu = (broker_mode() == "tansu").then(Tansu::start);
-    TestDir { dir, tansu }
+    let db = (database_mode() == "postgres").then(PgDb::create_blocking);
+    TestDir { dir, tansu, db }
 }
 
 /// `geobatch` with the environment a user on a fresh machine has (nothing of ours set), plus
@@ -66,6 +82,9 @@ pub fn geobatch(dir: &TestDir) -> Command {
         // Tansu 0.6's metadata for a deleted topic crashes librdkafka clients (README).
         cmd.env("GEOBATCH_KAFKA_BROKERS", b)
             .env("GEOBATCH_DELETE_TOPICS", "false");
+    }
+    if let Some(url) = dir.database_url() {
+        cmd.env("DATABASE_URL", url);
     }
     cmd
 }
@@ -402,6 +421,189 @@ impl Book {
             .iter()
             .map(|r| (text(&r[0]), text(r.get(1).unwrap_or(&Data::Empty))))
             .collect()
+    }
+
+    /// One value of the Summary sheet.
+    pub fn summary_value(&self, key: &str) -> String {
+        self.summary()
+            .into_iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| panic!("no {key} in summary"))
+    }
+}
+
+/// Checks the workbook made from `samples/localdata_5174.csv` (`--from EPSG:5174`, to lon/lat)
+/// cell by cell: every input row once, in order, its cells unchanged and text; positions within
+/// `tolerance` degrees of the builtin transform; unreadable or out-of-area rows as errors with a
+/// reason and no position; the Errors and Summary sheets. Returns the workbook.
+pub fn check_localdata_workbook(out: &Path, tolerance: f64) -> Book {
+    let sample = samples().join("localdata_5174.csv");
+    let csv = read_csv(&std::fs::read(&sample).unwrap(), encoding_rs::EUC_KR, b',');
+    let (header, rows) = csv.split_first().unwrap();
+    let book = Book::open(out);
+    assert_eq!(book.names, vec!["localdata_5174", "Summary", "Errors"]);
+    let sheet = book.sheet("localdata_5174");
+    assert_eq!(sheet.len(), rows.len() + 1, "header + every row");
+
+    let mut expected_header = header.clone();
+    expected_header.extend(["lon", "lat", "status", "error"].map(String::from));
+    let got_header: Vec<String> = sheet[0].iter().map(text).collect();
+    assert_eq!(got_header, expected_header);
+
+    let xi = header.iter().position(|h| h == "좌표정보(x)").unwrap();
+    let yi = header.iter().position(|h| h == "좌표정보(y)").unwrap();
+    let n = header.len();
+    let transform = Transform::new(
+        Crs::from_code("EPSG:5174").unwrap(),
+        Crs::from_code("EPSG:4326").unwrap(),
+    );
+    let mut errors = 0;
+    for (i, (row, cells)) in rows.iter().zip(&sheet[1..]).enumerate() {
+        for (c, value) in row.iter().enumerate() {
+            assert_eq!(&text(&cells[c]), value, "row {i} column {c}");
+            if !value.is_empty() {
+                assert!(
+                    matches!(cells[c], Data::String(_)),
+                    "row {i} col {c} is text: {:?}",
+                    cells[c]
+                );
+            }
+        }
+        let status = text(&cells[n + 2]);
+        let point = (row.len() == n)
+            .then(|| {
+                let x = row[xi]
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())?;
+                let y = row[yi]
+                    .trim()
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| v.is_finite())?;
+                transform.convert(x, y).ok()
+            })
+            .flatten();
+        match point {
+            Some((lon, lat)) => {
+                assert_eq!(status, "ok", "row {i}: {row:?}");
+                assert!((num(&cells[n]) - lon).abs() < tolerance, "row {i} lon");
+                assert!((num(&cells[n + 1]) - lat).abs() < tolerance, "row {i} lat");
+                assert!((124.0..132.0).contains(&lon) && (33.0..39.0).contains(&lat));
+            }
+            None => {
+                errors += 1;
+                assert_eq!(status, "error", "row {i}: {row:?}");
+                assert_eq!(
+                    cells[n],
+                    Data::Empty,
+                    "an unreadable coordinate is never a position"
+                );
+                assert!(!text(&cells[n + 3]).is_empty(), "row {i} has a reason");
+            }
+        }
+    }
+    assert!(errors >= 7, "the sample has bad rows: {errors}");
+
+    // Leading zeros and formula-looking text survive as text.
+    let all: Vec<String> = sheet.iter().flatten().map(text).collect();
+    assert!(all.iter().any(|c| c == "03171"));
+    assert!(all.iter().any(|c| c == "=SUM(A1)"));
+    assert!(
+        book.formulas("localdata_5174").is_empty(),
+        "no cell became a formula"
+    );
+
+    let errs = book.sheet("Errors");
+    assert_eq!(errs.len(), errors + 1);
+    assert_eq!(
+        errs[0].iter().map(text).collect::<Vec<_>>(),
+        ["sheet", "line", "column", "value", "reason"]
+    );
+    assert!(book.summary_value("source CRS").contains("EPSG:5174"));
+    assert_eq!(book.summary_value("rows"), rows.len().to_string());
+    assert_eq!(book.summary_value("rows error"), errors.to_string());
+    book
+}
+
+/// Where the tests find PostgreSQL (CI installs and starts it): an administrative connection
+/// URL, `GEOBATCH_TEST_PG` or this.
+const PG_ADMIN_DEFAULT: &str = "postgres://postgres@127.0.0.1:5432/test";
+
+/// A PostgreSQL database of one test's own, with PostGIS, so tests run in parallel. Dropped
+/// (best effort) with the value. A PostgreSQL that is not reachable fails the test.
+pub struct PgDb {
+    /// The URL to give geobatch (`DATABASE_URL`, `GEOBATCH_POSTGIS_URL`).
+    pub url: String,
+    name: String,
+    admin: String,
+}
+
+impl PgDb {
+    pub async fn create() -> PgDb {
+        let admin = std::env::var("GEOBATCH_TEST_PG").unwrap_or_else(|_| PG_ADMIN_DEFAULT.into());
+        let mut conn = PgConnection::connect(&admin).await.unwrap_or_else(|e| {
+            panic!(
+                "PostgreSQL for the tests is not reachable at {admin} ({e}); start it \
+                 (pg_ctlcluster 15 main start) or point GEOBATCH_TEST_PG at one"
+            )
+        });
+        let name = format!("geobatch_{}", uuid::Uuid::new_v4().simple());
+        conn.execute(format!("CREATE DATABASE {name}").as_str())
+            .await
+            .expect("CREATE DATABASE");
+        let _ = conn.close().await;
+        let base = admin.split('?').next().unwrap();
+        let url = format!("{}/{name}", &base[..base.rfind('/').expect("a URL")]);
+        let db = PgDb { url, name, admin };
+        let mut conn = db.connect().await;
+        conn.execute("CREATE EXTENSION IF NOT EXISTS postgis")
+            .await
+            .expect("PostGIS is installed (Debian: postgresql-15-postgis-3)");
+        let _ = conn.close().await;
+        db
+    }
+
+    /// `create` from sync code (or a test's runtime): on a thread with a runtime of its own.
+    pub fn create_blocking() -> PgDb {
+        std::thread::spawn(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime")
+                .block_on(PgDb::create())
+        })
+        .join()
+        .expect("create the test database")
+    }
+
+    pub async fn connect(&self) -> PgConnection {
+        PgConnection::connect(&self.url)
+            .await
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.url))
+    }
+}
+
+impl Drop for PgDb {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Drop may run inside a test's runtime: use a thread with its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime");
+            rt.block_on(async {
+                if let Ok(mut conn) = PgConnection::connect(&admin).await {
+                    let _ = conn
+                        .execute(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)").as_str())
+                        .await;
+                }
+            });
+        })
+        .join();
     }
 }
 

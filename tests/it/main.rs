@@ -7,5 +7,7 @@ mod convert_cli;
 mod crs_reference;
 mod external_broker;
 mod http_api;
+mod postgis_engine;
+mod postgres_store;
 mod restart;
 mod watch_folder;

@@ -39,7 +39,9 @@ async fn killed_serve_resumes_without_reconverting_stored_rows() {
     serve.kill();
 
     let stored_before = {
-        let store = ResultStore::open_dir(dir.path()).await.unwrap();
+        let store = ResultStore::open(dir.path(), dir.database_url())
+            .await
+            .unwrap();
         let sheets = store.sheets(&id).await.unwrap();
         sheets
             .iter()
