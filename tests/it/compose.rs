@@ -29,14 +29,6 @@ const CONTRACT_METRICS: &[&str] = &[
 /// Contract metrics that are histograms: PromQL sees them as `_bucket`, `_sum` and `_count`.
 const CONTRACT_HISTOGRAMS: &[&str] = &["geobatch_transform_seconds"];
 
-/// Variables compose sets for a feature still on its way in another branch, with that feature.
-/// Each is accepted only while the binary does not list it in `--help`; once it does, the entry
-/// is stale and the test says so, so this list cannot quietly outlive its reason.
-const PENDING_ENV: &[(&str, &str)] = &[(
-    "DATABASE_URL",
-    "the PostgreSQL result store (branch store-pg)",
-)];
-
 const KAFKA: [&str; 3] = ["kafka-1", "kafka-2", "kafka-3"];
 
 fn root() -> PathBuf {
@@ -631,7 +623,8 @@ fn env_vars_the_binary_reads() -> BTreeSet<String> {
             .collect::<Vec<_>>()
             .join(" ");
         for part in text.split("[env: ").skip(1) {
-            let name = part.split('=').next().unwrap_or("");
+            // `[env: NAME=value]`, or `[env: NAME]` where the value is hidden (secrets).
+            let name = part.split(['=', ']']).next().unwrap_or("");
             assert!(
                 !name.is_empty() && !name.contains(' '),
                 "unreadable env marker: {part:?}"
@@ -673,12 +666,6 @@ fn compose_sets_only_variables_the_binary_reads() {
             "help shows no {must}; found {known:?}"
         );
     }
-    for (name, why) in PENDING_ENV {
-        assert!(
-            !known.contains(*name),
-            "the binary now reads {name} ({why}): remove it from PENDING_ENV in tests/it/compose.rs"
-        );
-    }
     let doc = compose();
     let mut checked = Vec::new();
     let mut sources: Vec<(String, BTreeMap<String, String>)> = geobatch_services(&doc)
@@ -697,9 +684,8 @@ fn compose_sets_only_variables_the_binary_reads() {
             if !(k.starts_with("GEOBATCH_") || k == "DATABASE_URL") {
                 continue;
             }
-            let pending = PENDING_ENV.iter().any(|(n, _)| n == k);
             assert!(
-                known.contains(k) || pending,
+                known.contains(k),
                 "{source} sets {k}, which geobatch does not read (its --help lists {known:?})"
             );
             if k.ends_with("_ADDR") {
