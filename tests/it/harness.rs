@@ -55,6 +55,13 @@ impl TestDir {
     }
 }
 
+/// Like `tempdir`, but always with the SQLite store, for tests about that setup.
+pub fn tempdir_sqlite() -> TestDir {
+    let mut dir = tempdir();
+    dir.db = None;
+    dir
+}
+
 /// A fresh directory (and broker, in Tansu mode) for one test; all removed when dropped.
 pub fn tempdir() -> TestDir {
     let dir = tempfile::Builder::new()

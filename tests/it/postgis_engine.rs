@@ -214,7 +214,7 @@ async fn postgis_refuses_what_it_must_and_knows_more_srids() {
 /// `--engine postgis` without a PostgreSQL database is refused before the job starts.
 #[test]
 fn postgis_engine_without_a_database_is_an_input_error() {
-    let dir = tempdir();
+    let dir = tempdir_sqlite();
     let out = dir.path().join("o.xlsx");
     let sample = samples().join("localdata_5174.csv");
     let (sample, out_s) = (sample.to_str().unwrap(), out.to_str().unwrap());

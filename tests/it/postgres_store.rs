@@ -314,7 +314,7 @@ async fn convert_with_database_url_postgis_engine() {
 #[tokio::test]
 async fn postgis_url_beside_sqlite_knows_more_srids() {
     let db = PgDb::create().await;
-    let dir = tempdir();
+    let dir = tempdir_sqlite();
     let input = dir.path().join("paris.csv");
     std::fs::write(
         &input,
