@@ -8,6 +8,7 @@ pub mod bus;
 pub mod convert;
 pub mod http;
 pub mod intake;
+pub mod lookup;
 pub mod merge;
 pub mod metrics;
 pub mod pipeline;

@@ -1,5 +1,6 @@
 //! One integration-test binary: every file here shares the harness and one link step.
 
+mod fake_provider;
 mod harness;
 
 mod compose;
@@ -7,6 +8,7 @@ mod convert_cli;
 mod crs_reference;
 mod external_broker;
 mod http_api;
+mod lookup;
 mod postgis_engine;
 mod postgres_store;
 mod restart;
