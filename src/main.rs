@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use geobatch::bus::{BusConfig, ClientProperties, EmbeddedBroker};
 use geobatch::intake::ReadOptions;
+use geobatch::lookup::{LookupEnv, Provider, Secret, TemplateConfig};
 use geobatch::pipeline::{JobInput, JobOptions, Pipeline, Settings, EXCEL_MAX_DATA_ROWS};
 use geobatch::store::JobState;
 use geobatch::{http, watch};
@@ -92,6 +93,29 @@ struct Common {
     /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
     #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Kakao REST API key, for --lookup kakao (never stored with a job; each process has its own).
+    #[arg(
+        long,
+        env = "KAKAO_REST_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    kakao_rest_api_key: Option<String>,
+    /// VWorld API key, for --lookup vworld.
+    #[arg(long, env = "VWORLD_API_KEY", global = true, hide_env_values = true)]
+    vworld_api_key: Option<String>,
+    /// A file whose first line is the API key (when the provider's own variable is unset).
+    #[arg(long, env = "GEOBATCH_LOOKUP_KEY_FILE", global = true)]
+    lookup_key_file: Option<PathBuf>,
+    /// Kakao Local API base URL (unset: https://dapi.kakao.com).
+    #[arg(long, env = "GEOBATCH_KAKAO_BASE_URL", global = true)]
+    kakao_base_url: Option<String>,
+    /// VWorld API base URL (unset: https://api.vworld.kr).
+    #[arg(long, env = "GEOBATCH_VWORLD_BASE_URL", global = true)]
+    vworld_base_url: Option<String>,
+    /// Nominatim base URL (unset: https://nominatim.openstreetmap.org).
+    #[arg(long, env = "GEOBATCH_NOMINATIM_BASE_URL", global = true)]
+    nominatim_base_url: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `geobatch=debug`.
     #[arg(long, env = "GEOBATCH_LOG", default_value = "info", global = true)]
     log: String,
@@ -100,7 +124,7 @@ struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Convert CSV files to one workbook, start to finish, in this process.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// HTTP API and page, watched folder, intake, workers and merger.
     Serve(ServeArgs),
     /// Workers only: consume row topics and store results (needs GEOBATCH_KAFKA_BROKERS).
@@ -151,6 +175,22 @@ struct JobArgs {
     /// GEOBATCH_POSTGIS_URL).
     #[arg(long, default_value = "builtin")]
     engine: String,
+    /// Look up the address of every converted point: kakao, vworld, nominatim or template.
+    #[arg(long)]
+    lookup: Option<Provider>,
+    /// The provider's budget for the whole cluster, requests/s (default: the provider's;
+    /// 10, Nominatim 1).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests per UTC day for the whole cluster; when spent, the job pauses until midnight UTC.
+    #[arg(long)]
+    daily_quota: Option<u64>,
+    /// Seconds a cached address stays fresh (default 30 days).
+    #[arg(long)]
+    cache_ttl: Option<u64>,
+    /// The provider description (JSON) for --lookup template.
+    #[arg(long)]
+    lookup_template: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -210,12 +250,20 @@ fn settings(common: &Common) -> Settings {
         delete_topics: common.delete_topics,
         batch_rows: common.batch_rows,
         sheet_max_rows: common.sheet_max_rows,
+        lookup_env: LookupEnv {
+            kakao_key: common.kakao_rest_api_key.as_deref().map(Secret::new),
+            vworld_key: common.vworld_api_key.as_deref().map(Secret::new),
+            key_file: common.lookup_key_file.clone(),
+            kakao_base_url: common.kakao_base_url.clone(),
+            vworld_base_url: common.vworld_base_url.clone(),
+            nominatim_base_url: common.nominatim_base_url.clone(),
+        },
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Convert(args) => convert(&cli.common, args).await,
+        Command::Convert(args) => convert(&cli.common, *args).await,
         Command::Serve(args) => {
             let pipeline = Pipeline::open(settings(&cli.common)).await?;
             spawn_metrics(&cli.common, &pipeline).await?;
@@ -295,7 +343,13 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
         })
         .collect();
     let output = std::path::absolute(&args.output)?;
-    let options = args.job.into_options(Some(output.clone()));
+    let options = match args.job.into_options(Some(output.clone())) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("geobatch: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let id = match pipeline.submit(None, inputs, options).await {
         Ok(id) => id,
         Err(e) if e.is_input_error() => {
@@ -332,8 +386,14 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
 }
 
 impl JobArgs {
-    fn into_options(self, output: Option<PathBuf>) -> JobOptions {
-        JobOptions {
+    /// The job's options; the template file is read here (its content goes with the job).
+    fn into_options(self, output: Option<PathBuf>) -> Result<JobOptions, String> {
+        let lookup_template = self
+            .lookup_template
+            .as_deref()
+            .map(TemplateConfig::from_file)
+            .transpose()?;
+        Ok(JobOptions {
             from: self.from,
             to: Some(self.to),
             read: ReadOptions {
@@ -345,7 +405,12 @@ impl JobArgs {
             sheet_by: self.sheet_by,
             engine: Some(self.engine),
             output,
-        }
+            lookup: self.lookup,
+            rate: self.rate,
+            daily_quota: self.daily_quota,
+            cache_ttl: self.cache_ttl,
+            lookup_template,
+        })
     }
 }
 

@@ -23,6 +23,9 @@ use crate::bus::{
 use crate::convert::crs::{Crs, CrsError};
 use crate::convert::{epsg_of, EngineError, EngineKind, JobPlan};
 use crate::intake::{self, CsvSource, IntakeError, Layout, ReadOptions};
+use crate::lookup::{
+    ConfigError, LocalBudget, Lookup, LookupConfig, LookupEnv, Provider, TemplateConfig,
+};
 use crate::merge::{self, MergeError};
 use crate::store::{
     JobFile, JobRecord, JobState, NewJob, Outcome, ResultStore, RowResult, StoreError,
@@ -71,6 +74,8 @@ pub enum JobError {
     Io(#[from] std::io::Error),
     #[error("job {0} not found")]
     NotFound(String),
+    #[error(transparent)]
+    Lookup(#[from] ConfigError),
 }
 
 impl JobError {
@@ -84,6 +89,7 @@ impl JobError {
                 | JobError::SourceCrsNeeded { .. }
                 | JobError::NoInput
         ) || matches!(self, JobError::Engine(e) if e.is_input_error())
+            || matches!(self, JobError::Lookup(e) if !matches!(e, ConfigError::Client(_)))
     }
 }
 
@@ -98,7 +104,20 @@ pub struct JobOptions {
     pub engine: Option<String>,
     /// Where the workbook goes; None: `<data dir>/results/<job>.xlsx`.
     pub output: Option<PathBuf>,
+    /// Address lookup of every converted point at this provider.
+    pub lookup: Option<Provider>,
+    /// The provider's budget for the whole cluster, requests/s (None: the provider's default).
+    pub rate: Option<f64>,
+    /// Requests per UTC day for the whole cluster.
+    pub daily_quota: Option<u64>,
+    /// Seconds a cached address stays fresh (None: `DEFAULT_CACHE_TTL_SECS`).
+    pub cache_ttl: Option<u64>,
+    /// The provider description of `--lookup template` (read from `--lookup-template`).
+    pub lookup_template: Option<TemplateConfig>,
 }
+
+/// A cached address is fresh for 30 days unless `--cache-ttl` says otherwise.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
 
 impl JobOptions {
     /// The target CRS as given (EPSG:4326 when not).
@@ -109,6 +128,53 @@ impl JobOptions {
     /// The target CRS in the builtin engine.
     pub fn target(&self) -> Result<Crs, CrsError> {
         Crs::from_code(self.target_code())
+    }
+
+    pub fn cache_ttl_secs(&self) -> u64 {
+        self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS)
+    }
+
+    /// The lookup this job asks for, configured with this process's keys and base URLs;
+    /// None for a job without `--lookup`. Every inconsistency is an error here.
+    pub fn lookup_config(&self, env: &LookupEnv) -> Result<Option<LookupConfig>, ConfigError> {
+        let Some(provider) = self.lookup else {
+            let stray = [
+                ("--rate", self.rate.is_some()),
+                ("--daily-quota", self.daily_quota.is_some()),
+                ("--cache-ttl", self.cache_ttl.is_some()),
+                ("--lookup-template", self.lookup_template.is_some()),
+            ];
+            return match stray.into_iter().find(|(_, set)| *set) {
+                Some((flag, _)) => Err(ConfigError::NeedsLookup(flag)),
+                None => Ok(None),
+            };
+        };
+        let mut cfg = LookupConfig::new(provider);
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::BadRate(rate));
+            }
+            cfg.rate_per_sec = rate;
+        }
+        cfg.daily_quota = self.daily_quota;
+        cfg.base_url = env.base_url(provider);
+        cfg.key = if provider.needs_key() {
+            Some(env.required_key(provider)?)
+        } else {
+            env.key(provider)?
+        };
+        match (provider, &self.lookup_template) {
+            (Provider::Template, Some(t)) => {
+                if t.uses_key() && cfg.key.is_none() {
+                    env.required_key(provider)?;
+                }
+                cfg.template = Some(t.clone());
+            }
+            (Provider::Template, None) => return Err(ConfigError::MissingTemplate),
+            (_, Some(_)) => return Err(ConfigError::TemplateNotUsed),
+            (_, None) => {}
+        }
+        Ok(Some(cfg))
     }
 }
 
@@ -137,6 +203,8 @@ pub struct Settings {
     pub batch_rows: usize,
     /// Data rows per worksheet before a sheet is split (Excel's limit unless testing).
     pub sheet_max_rows: u64,
+    /// Address-lookup keys and base URLs of this process.
+    pub lookup_env: LookupEnv,
 }
 
 impl Settings {
@@ -155,6 +223,7 @@ impl Settings {
             delete_topics: true,
             batch_rows: 1000,
             sheet_max_rows: EXCEL_MAX_DATA_ROWS,
+            lookup_env: LookupEnv::default(),
         }
     }
 }
@@ -292,7 +361,8 @@ impl Pipeline {
         let id = id.unwrap_or_else(new_job_id);
         let prepared = {
             let (inputs, options) = (inputs.clone(), options.clone());
-            tokio::task::spawn_blocking(move || prepare(&inputs, &options))
+            let env = self.settings.lookup_env.clone();
+            tokio::task::spawn_blocking(move || prepare(&inputs, &options, &env))
                 .await
                 .map_err(|e| JobError::Io(std::io::Error::other(e)))??
         };
@@ -852,9 +922,18 @@ struct Prepared {
 }
 
 /// Everything that can be wrong with the input or options, found before the job is accepted.
-fn prepare(inputs: &[JobInput], options: &JobOptions) -> Result<Prepared, JobError> {
+fn prepare(
+    inputs: &[JobInput],
+    options: &JobOptions,
+    env: &LookupEnv,
+) -> Result<Prepared, JobError> {
     if inputs.is_empty() {
         return Err(JobError::NoInput);
+    }
+    // The whole lookup configuration (key present, template valid, base URL usable) is
+    // checked by building one; the workers build theirs from their own environment.
+    if let Some(cfg) = options.lookup_config(env)? {
+        Lookup::new(cfg, Arc::new(LocalBudget::new()))?;
     }
     // The builtin engine knows its CRSs here; PostGIS's are checked when the plan is made.
     let engine = EngineKind::parse(options.engine.as_deref())?;
@@ -1077,6 +1156,63 @@ mod tests {
             layout: None,
             rows: None,
         }
+    }
+
+    #[test]
+    fn lookup_options_are_checked_against_this_process() {
+        let env = LookupEnv::default();
+        let opts = |f: &dyn Fn(&mut JobOptions)| {
+            let mut o = JobOptions::default();
+            f(&mut o);
+            o
+        };
+        assert!(opts(&|_| {}).lookup_config(&env).unwrap().is_none());
+        let err = opts(&|o| o.rate = Some(5.0))
+            .lookup_config(&env)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "--rate needs --lookup");
+        let kakao = opts(&|o| {
+            o.lookup = Some(Provider::Kakao);
+            o.rate = Some(4.0);
+            o.daily_quota = Some(100);
+        });
+        let err = kakao.lookup_config(&env).unwrap_err().to_string();
+        assert!(err.contains("KAKAO_REST_API_KEY"), "{err}");
+        let env = LookupEnv {
+            kakao_key: Some(crate::lookup::Secret::new("K")),
+            kakao_base_url: Some("http://127.0.0.1:9".into()),
+            ..LookupEnv::default()
+        };
+        let cfg = kakao.lookup_config(&env).unwrap().unwrap();
+        assert_eq!(cfg.rate_per_sec, 4.0);
+        assert_eq!(cfg.daily_quota, Some(100));
+        assert_eq!(cfg.base_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(cfg.key.as_ref().map(|k| k.expose()), Some("K"));
+        // The key never goes with the job.
+        let json = serde_json::to_string(&kakao).unwrap();
+        assert!(!json.contains("\"K\""), "{json}");
+        assert_eq!(serde_json::from_str::<JobOptions>(&json).unwrap(), kakao);
+        let err = opts(&|o| o.lookup = Some(Provider::Template))
+            .lookup_config(&env)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingTemplate));
+        let err = opts(&|o| o.rate = Some(0.0))
+            .lookup_config(&env)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::NeedsLookup("--rate")));
+        let err = opts(&|o| {
+            o.lookup = Some(Provider::Nominatim);
+            o.rate = Some(-1.0);
+        })
+        .lookup_config(&env)
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::BadRate(_)));
+        // Options stored before lookups existed still read.
+        let old: JobOptions = serde_json::from_str(
+            r#"{"from":"EPSG:5174","to":null,"sheet_by":null,"engine":null,"output":null}"#,
+        )
+        .unwrap();
+        assert!(old.lookup.is_none());
     }
 
     #[test]

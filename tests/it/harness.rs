@@ -78,7 +78,9 @@ pub fn tempdir() -> TestDir {
 pub fn geobatch(dir: &TestDir) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
-        if k.starts_with("GEOBATCH_") || k == "DATABASE_URL" {
+        if k.starts_with("GEOBATCH_")
+            || ["DATABASE_URL", "KAKAO_REST_API_KEY", "VWORLD_API_KEY"].contains(&k.as_str())
+        {
             cmd.env_remove(k);
         }
     }
