@@ -357,6 +357,12 @@ fn write_data_row(
             ws.write_number(row, base + 1, *y)?;
             ws.write_string(row, base + 2, "ok")?;
         }
+        Outcome::Located { x, y, address } => {
+            ws.write_number(row, base, *x)?;
+            ws.write_number(row, base + 1, *y)?;
+            let status = if address.is_some() { "ok" } else { "no_result" };
+            ws.write_string(row, base + 2, status)?;
+        }
         Outcome::Failed { reason, .. } => {
             ws.write_string(row, base + 2, "error")?;
             ws.write_string(row, base + 3, clip(reason))?;
