@@ -27,6 +27,11 @@ use crate::lookup::{
     ConfigError, LocalBudget, Lookup, LookupConfig, LookupEnv, Provider, TemplateConfig,
 };
 use crate::merge::{self, MergeError};
+mod lookup_step;
+
+pub use lookup_step::{DeadLetter, DLQ_TOPIC};
+use lookup_step::{Halt, JobLookup, Looked};
+
 use crate::store::{
     JobFile, JobRecord, JobState, NewJob, Outcome, ResultStore, RowResult, StoreError,
 };
@@ -255,6 +260,16 @@ pub struct Pipeline {
     /// and only those (newer ones already have their own intake).
     opened_ms: i64,
     lag: ConsumerLag,
+    /// One lookup per provider and budget, shared by every worker task of this process.
+    lookups: std::sync::Mutex<HashMap<String, Arc<Lookup>>>,
+    /// The dead-letter topic exists (created once per process).
+    dlq_created: tokio::sync::OnceCell<()>,
+}
+
+/// What a worker keeps about a job it is working on.
+struct WorkerJob {
+    plan: JobPlan,
+    lookup: Option<JobLookup>,
 }
 
 impl Pipeline {
@@ -288,6 +303,8 @@ impl Pipeline {
             counters: Counters::default(),
             opened_ms: crate::store::now_ms(),
             lag: ConsumerLag::default(),
+            lookups: Default::default(),
+            dlq_created: Default::default(),
         });
         let config = pipeline.settings.bus.clone();
         tokio::spawn(async move {
@@ -583,7 +600,7 @@ impl Pipeline {
             .subscribe(&[ROW_TOPIC_PATTERN])
             .map_err(BusError::from)?;
         tracing::info!(worker = n, "worker subscribed to {ROW_TOPIC_PATTERN}");
-        let mut plans: HashMap<String, Option<Arc<JobPlan>>> = HashMap::new();
+        let mut plans: HashMap<String, Option<Arc<WorkerJob>>> = HashMap::new();
         loop {
             let first = match consumer.recv().await {
                 Ok(m) => m.detach(),
@@ -606,7 +623,7 @@ impl Pipeline {
             }
             let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
             for m in &messages {
-                self.handle_message(m.topic(), m.payload(), &mut plans)
+                self.handle_message(bus, m.topic(), m.payload(), &mut plans)
                     .await?;
                 let slot = offsets
                     .entry((m.topic().to_string(), m.partition()))
@@ -627,9 +644,10 @@ impl Pipeline {
 
     async fn handle_message(
         &self,
+        bus: &Bus,
         topic: &str,
         payload: Option<&[u8]>,
-        plans: &mut HashMap<String, Option<Arc<JobPlan>>>,
+        plans: &mut HashMap<String, Option<Arc<WorkerJob>>>,
     ) -> Result<(), JobError> {
         let Some(sheet_topic) = SheetTopic::parse(topic) else {
             tracing::warn!(topic, "message on a topic that is not a row topic; skipped");
@@ -647,7 +665,7 @@ impl Pipeline {
             let plan = self.plan_for(job).await?;
             plans.insert(job.clone(), plan.map(Arc::new));
         }
-        let Some(plan) = plans.get(job).cloned().flatten() else {
+        let Some(work) = plans.get(job).cloned().flatten() else {
             // A deleted or finished job: nothing to do, and nothing to redeliver.
             return Ok(());
         };
@@ -675,8 +693,16 @@ impl Pipeline {
         // A database that fails (PostGIS, the store) never turns rows into error rows: the
         // batch is retried until it goes through, its offsets uncommitted meanwhile.
         let started = std::time::Instant::now();
-        let results = until_ok(job, "convert the batch", || plan.convert(&todo)).await;
+        let results = until_ok(job, "convert the batch", || work.plan.convert(&todo)).await;
         self.counters.transform_seconds.observe(started.elapsed());
+        let results = match &work.lookup {
+            None => results,
+            Some(lookup) => match self.look_up(bus, job, batch.sheet, lookup, results).await? {
+                Some(results) => results,
+                // The job failed meanwhile: nothing to store, nothing to redeliver.
+                None => return Ok(()),
+            },
+        };
         let failed = results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
@@ -695,7 +721,7 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn plan_for(&self, id: &str) -> Result<Option<JobPlan>, JobError> {
+    async fn plan_for(&self, id: &str) -> Result<Option<WorkerJob>, JobError> {
         let Some(job) = self.store.job(id).await? else {
             return Ok(None);
         };
@@ -704,7 +730,137 @@ impl Pipeline {
         }
         let options: JobOptions = serde_json::from_str(&job.options)
             .map_err(|e| JobError::Io(std::io::Error::other(e)))?;
-        Ok(Some(self.job_plan(&job, &options).await?))
+        let plan = self.job_plan(&job, &options).await?;
+        let lookup = match self.job_lookup(&options) {
+            Ok(lookup) => lookup,
+            // This worker cannot look addresses up (its environment lacks the key): the job
+            // cannot finish as asked.
+            Err(e) => {
+                let msg = format!("worker process {}: {e}", std::process::id());
+                tracing::error!(job = %id, "{msg}");
+                self.store
+                    .set_state(id, JobState::Failed, Some(&msg))
+                    .await?;
+                self.bump();
+                return Ok(None);
+            }
+        };
+        Ok(Some(WorkerJob { plan, lookup }))
+    }
+
+    /// The job's lookup with this process's keys; the `Lookup` itself is shared by every job
+    /// with the same provider and budget (its pacing and circuit are the process's).
+    fn job_lookup(&self, options: &JobOptions) -> Result<Option<JobLookup>, JobError> {
+        let Some(cfg) = options.lookup_config(&self.settings.lookup_env)? else {
+            return Ok(None);
+        };
+        let provider = cfg.provider;
+        let daily_quota = cfg.daily_quota;
+        let identity =
+            serde_json::to_string(&(provider, cfg.rate_per_sec, cfg.daily_quota, &cfg.template))
+                .expect("lookup identity serializes");
+        let lookup = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            match lookups.get(&identity) {
+                Some(l) => l.clone(),
+                None => {
+                    let gate: Arc<dyn crate::lookup::BudgetGate> = Arc::new(self.store.clone());
+                    let l = Arc::new(Lookup::new(cfg, gate)?);
+                    lookups.insert(identity, l.clone());
+                    l
+                }
+            }
+        };
+        let target = options.target()?;
+        let wgs84 = Crs::from_code("EPSG:4326")?;
+        Ok(Some(JobLookup {
+            lookup,
+            provider,
+            daily_quota,
+            ttl_ms: options
+                .cache_ttl_secs()
+                .saturating_mul(1000)
+                .min(i64::MAX as u64) as i64,
+            to_wgs84: (target.epsg() != wgs84.epsg())
+                .then(|| crate::convert::crs::Transform::new(target, wgs84)),
+        }))
+    }
+
+    /// Looks up the batch's points until that can be done: waits out an open circuit or a spent
+    /// daily quota (the job shows `paused`), fails the job on a refused key (None). Rows whose
+    /// lookup failed for good go to the dead-letter topic.
+    async fn look_up(
+        &self,
+        bus: &Bus,
+        job: &str,
+        sheet: u32,
+        lookup: &JobLookup,
+        results: Vec<RowResult>,
+    ) -> Result<Option<Vec<RowResult>>, JobError> {
+        let mut unavailable_delay = Duration::from_millis(200);
+        loop {
+            // Another worker may have failed the job (a refused key): send nothing more for it.
+            let state = self.store.job(job).await?.map(|j| j.state);
+            if state.is_none_or(|s| s.is_finished()) {
+                return Ok(None);
+            }
+            match lookup.apply(&self.store, job, sheet, &results).await {
+                Ok(Looked {
+                    results,
+                    dead_letters,
+                    requests,
+                    cache_hits,
+                }) => {
+                    until_ok(job, "count lookups", || {
+                        self.store.add_lookup_counts(job, requests, cache_hits)
+                    })
+                    .await;
+                    for letter in &dead_letters {
+                        self.dead_letter(bus, letter).await;
+                    }
+                    return Ok(Some(results));
+                }
+                Err(Halt::InvalidKey(msg)) => {
+                    tracing::error!(job, "{msg}");
+                    self.store
+                        .set_state(job, JobState::Failed, Some(&msg))
+                        .await?;
+                    self.bump();
+                    return Ok(None);
+                }
+                Err(Halt::Quota { resets_at_ms }) => {
+                    let msg = lookup.quota_message(resets_at_ms);
+                    tracing::warn!(job, "{msg}");
+                    self.store.pause(job, &msg).await?;
+                    self.bump();
+                    let wait = (resets_at_ms - crate::store::now_ms()).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    self.store.unpause(job).await?;
+                    self.bump();
+                }
+                Err(Halt::Unavailable(reason)) => {
+                    tracing::warn!(job, "address lookups wait: {reason}");
+                    while lookup.lookup.circuit_open() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    tokio::time::sleep(unavailable_delay).await;
+                    unavailable_delay = (unavailable_delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Publishes a row whose lookup failed for good to `geobatch.dlq` (no key in it: the
+    /// reasons are scrubbed by the lookup).
+    async fn dead_letter(&self, bus: &Bus, letter: &DeadLetter) {
+        let payload = serde_json::to_vec(letter).expect("dead letter serializes");
+        until_ok(&letter.job, "publish to the dead-letter topic", || async {
+            self.dlq_created
+                .get_or_try_init(|| bus.create_topic_named(DLQ_TOPIC))
+                .await?;
+            bus.send(DLQ_TOPIC, letter.job.as_bytes(), &payload).await
+        })
+        .await;
     }
 
     async fn job_plan(&self, job: &JobRecord, options: &JobOptions) -> Result<JobPlan, JobError> {
@@ -824,7 +980,7 @@ impl Pipeline {
                     continue;
                 }
                 // A persistent broker still holds the published rows.
-                JobState::Running if !embedded => continue,
+                JobState::Running | JobState::Paused if !embedded => continue,
                 _ => {}
             }
             tracing::info!(job = %job.id, state = job.state.as_str(), "resuming unfinished job");

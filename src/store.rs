@@ -49,6 +49,8 @@ pub enum JobState {
     Publishing,
     /// Every row is published; workers are converting.
     Running,
+    /// Waiting for the address provider's daily quota to reset (the message says until when).
+    Paused,
     /// Every row is resolved; the workbook is being written.
     Merging,
     Done,
@@ -61,6 +63,7 @@ impl JobState {
             JobState::Accepted => "accepted",
             JobState::Publishing => "publishing",
             JobState::Running => "running",
+            JobState::Paused => "paused",
             JobState::Merging => "merging",
             JobState::Done => "done",
             JobState::Failed => "failed",
@@ -72,6 +75,7 @@ impl JobState {
             "accepted" => JobState::Accepted,
             "publishing" => JobState::Publishing,
             "running" => JobState::Running,
+            "paused" => JobState::Paused,
             "merging" => JobState::Merging,
             "done" => JobState::Done,
             "failed" => JobState::Failed,
@@ -334,6 +338,34 @@ impl ResultStore {
             .bind(state.as_str())
             .bind(message)
             .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Marks a job paused with why and until when (only a job that is not finished).
+    pub async fn pause(&self, id: &str, message: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'paused', message = $1 \
+                 WHERE id = $2 AND state NOT IN ('done', 'failed')",
+            )
+            .bind(message)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A paused job runs again (its pause message goes).
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'running', message = NULL WHERE id = $1 AND state = 'paused'",
+            )
             .bind(id)
             .execute(pool)
             .await?;
@@ -844,6 +876,11 @@ impl CacheKey {
             lon_e7: (lon * 1e7).round() as i64,
             lat_e7: (lat * 1e7).round() as i64,
         }
+    }
+
+    /// The rounded point, (lon, lat) in degrees.
+    pub fn degrees(self) -> (f64, f64) {
+        (self.lon_e7 as f64 / 1e7, self.lat_e7 as f64 / 1e7)
     }
 }
 

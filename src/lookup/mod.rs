@@ -74,6 +74,16 @@ impl Provider {
         }
     }
 
+    /// The provider's name in messages: "Kakao", "VWorld", …
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::Kakao => "Kakao",
+            Provider::Vworld => "VWorld",
+            Provider::Nominatim => "Nominatim",
+            Provider::Template => "the template's provider",
+        }
+    }
+
     /// The public service; `None` for a template (its URL says where).
     pub fn default_base_url(self) -> Option<&'static str> {
         match self {

@@ -79,3 +79,164 @@ async fn the_upload_form_takes_lookup_fields() {
     assert_eq!(status, 422, "{body}");
     assert!(body.to_string().contains("rate"), "{body}");
 }
+
+use calamine::Data;
+use geobatch::lookup::Provider;
+
+use crate::fake_provider::{place, Behavior, FakeProvider, Script, KEY};
+use crate::harness::{text, Book, TestDir};
+
+/// 20 distinct points in the fake's country (at grid-cell centres), each three times, and 2
+/// rows in the sea (no address), twice each: 64 rows, 21 distinct points.
+fn lookup_csv(dir: &TestDir) -> std::path::PathBuf {
+    let mut csv = String::from("name,lon,lat\n");
+    for round in 0..3 {
+        for i in 0..20 {
+            let lon = 126.9005 + i as f64 * 0.001;
+            let lat = 37.5005 + (i % 4) as f64 * 0.001;
+            csv.push_str(&format!("store {round}-{i},{lon:.4},{lat:.4}\n"));
+        }
+    }
+    for n in 0..4 {
+        csv.push_str(&format!("ship {n},125.0,32.0\n"));
+    }
+    let path = dir.path().join("stores.csv");
+    std::fs::write(&path, csv).unwrap();
+    path
+}
+
+async fn convert_lookup(dir: &TestDir, fake: &FakeProvider, out: &std::path::Path) -> Output {
+    let input = lookup_csv(dir);
+    let (dir_path, base, out) = (dir, fake.base_url.clone(), out.to_path_buf());
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", base.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let args = [
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--lookup",
+        "kakao",
+        "--rate",
+        "200",
+    ];
+    tokio::task::block_in_place(|| convert_env(dir_path, &env, &args))
+}
+
+/// The new columns of a lookup job's sheet, by header.
+fn column(book: &Book, sheet: &str, name: &str) -> Vec<String> {
+    let rows = book.sheet(sheet);
+    let col = rows[0]
+        .iter()
+        .position(|h| text(h) == name)
+        .unwrap_or_else(|| panic!("no column {name}: {:?}", rows[0]));
+    rows[1..]
+        .iter()
+        .map(|r| r.get(col).map(text).unwrap_or_default())
+        .collect()
+}
+
+use crate::harness::Output;
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_lookup_job_ends_every_row_ok_no_result_or_error_and_caches_its_answers() {
+    let dir = tempdir();
+    // The first request is refused (HTTP 400): that point's rows are errors with the reason.
+    let fake = FakeProvider::start(Script::steps([Behavior::Status(400)])).await;
+    let out = dir.path().join("out.xlsx");
+    let run = convert_lookup(&dir, &fake, &out).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains(KEY), "the key is in the log");
+
+    let book = Book::open(&out);
+    let (lons, lats) = (
+        column(&book, "stores", "lon"),
+        column(&book, "stores", "lat"),
+    );
+    let status = column(&book, "stores", "status");
+    let error = column(&book, "stores", "error");
+    let address = column(&book, "stores", "address");
+    let road = column(&book, "stores", "road_address");
+    let building = column(&book, "stores", "building_name");
+    assert_eq!(status.len(), 64, "nothing is missing");
+    let mut refused = std::collections::HashSet::new();
+    for i in 0..64 {
+        let (lon, lat): (f64, f64) = (lons[i].parse().unwrap(), lats[i].parse().unwrap());
+        match (status[i].as_str(), place(lon, lat)) {
+            ("ok", Some(p)) => {
+                assert_eq!(address[i], p.parcel, "row {i}");
+                // Kakao names a building only with a road address.
+                let expected_building = p.road.as_ref().and(p.building.clone());
+                assert_eq!(road[i], p.road.unwrap_or_default(), "row {i}");
+                assert_eq!(
+                    building[i],
+                    expected_building.unwrap_or_default(),
+                    "row {i}"
+                );
+                assert_eq!(error[i], "");
+            }
+            ("no_result", None) => assert_eq!(address[i], ""),
+            ("error", _) => {
+                assert!(error[i].contains("HTTP 400"), "row {i}: {}", error[i]);
+                refused.insert(lons[i].clone() + "," + &lats[i]);
+            }
+            other => panic!("row {i}: {other:?}"),
+        }
+    }
+    assert_eq!(refused.len(), 1, "one point was refused: {refused:?}");
+    let errors = book.sheet("Errors");
+    let refused_rows = status.iter().filter(|s| *s == "error").count();
+    assert_eq!(
+        errors.len() - 1,
+        refused_rows,
+        "no_result rows are not errors"
+    );
+    // Each distinct point once: 21, nothing retried.
+    assert_eq!(fake.request_count(), 21);
+    assert_eq!(book.summary_value("lookup requests"), "21");
+    assert_eq!(book.summary_value("lookup cache hits"), "43");
+    assert_eq!(
+        book.summary_value("address lookup"),
+        Provider::Kakao.as_str()
+    );
+    for name in ["stores", "Summary", "Errors"] {
+        for row in book.sheet(name) {
+            assert!(
+                row.iter()
+                    .all(|c| !matches!(c, Data::String(s) if s.contains(KEY))),
+                "the key is in the workbook"
+            );
+        }
+    }
+
+    // The same file again: every answer comes from the cache (the refused point is asked again).
+    fake.clear_requests();
+    let out2 = dir.path().join("out2.xlsx");
+    let run = convert_lookup(&dir, &fake, &out2).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(fake.request_count(), 1, "{:?}", fake.requests());
+    let again = Book::open(&out2);
+    assert!(column(&again, "stores", "status")
+        .iter()
+        .all(|s| s != "error"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_refused_key_fails_the_job_with_a_clear_message() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::always(Behavior::InvalidKey)).await;
+    let out = dir.path().join("out.xlsx");
+    let run = convert_lookup(&dir, &fake, &out).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("KAKAO_REST_API_KEY was refused by Kakao (HTTP 401"),
+        "{}",
+        run.stderr
+    );
+    assert!(!run.stderr.contains(KEY));
+    assert!(!out.exists());
+    // Nothing more is asked once the key is refused: at most the lookups in flight then.
+    assert!(fake.request_count() <= 16, "{}", fake.request_count());
+}
