@@ -1,5 +1,7 @@
 //! Address lookup as part of a job: options, keys, and the pipeline end to end.
 
+use std::time::Duration;
+
 use crate::harness::{convert, convert_env, samples, tempdir, upload, Serve};
 
 fn lonlat_csv() -> std::path::PathBuf {
@@ -239,4 +241,38 @@ async fn a_refused_key_fails_the_job_with_a_clear_message() {
     assert!(!out.exists());
     // Nothing more is asked once the key is refused: at most the lookups in flight then.
     assert!(fake.request_count() <= 16, "{}", fake.request_count());
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_spent_daily_quota_pauses_the_job_visibly() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let serve = Serve::start(
+        &dir,
+        &[
+            ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+            ("KAKAO_REST_API_KEY", KEY),
+        ],
+    );
+    let csv = std::fs::read(lookup_csv(&dir)).unwrap();
+    let (status, body) = upload(
+        &serve,
+        &[("stores.csv", csv)],
+        &[("lookup", "kakao"), ("rate", "100"), ("daily_quota", "5")],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let job = crate::harness::wait_job(&serve, &id, Duration::from_secs(60), |j| {
+        j["state"] == "paused"
+    })
+    .await;
+    let message = job["message"].as_str().unwrap();
+    assert!(
+        message.starts_with("daily quota of 5 requests for kakao is spent; resumes at ")
+            && message.ends_with(" 00:00:00 GMT"),
+        "{message}"
+    );
+    assert_eq!(fake.request_count(), 5);
+    assert!(!job.to_string().contains(KEY));
 }
