@@ -272,7 +272,12 @@ impl MockBroker {
         let err = unsafe {
             rdkafka_sys::rd_kafka_mock_topic_create(self.cluster, name_c.as_ptr(), partitions, 1)
         };
-        if err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        use rdkafka_sys::rd_kafka_resp_err_t as E;
+        // An existing topic is fine: a retried job publishes into its topics again.
+        if matches!(
+            err,
+            E::RD_KAFKA_RESP_ERR_NO_ERROR | E::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS
+        ) {
             Ok(())
         } else {
             Err(BusError::Embedded(format!(

@@ -30,6 +30,7 @@ pub fn router(pipeline: Arc<Pipeline>, max_upload_bytes: u64) -> Router {
         .route("/jobs", get(list_jobs).post(create_job))
         .route("/jobs/{id}", get(job_status).delete(delete_job))
         .route("/jobs/{id}/result.xlsx", get(download))
+        .route("/jobs/{id}/retry", axum::routing::post(retry_job))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // The upload size is checked while streaming to disk, with a message that says which limit.
@@ -150,6 +151,24 @@ async fn delete_job(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))
+    }
+}
+
+/// `POST /jobs/{id}/retry`: re-drives a finished job's error rows (202), 404 for no such job,
+/// 409 while it is not finished.
+async fn retry_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match st.pipeline.retry(&id).await {
+        Ok(rows) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "retried_rows": rows, "status_url": format!("/jobs/{id}") })),
+        )
+            .into_response()),
+        Err(JobError::NotFound(_)) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+        Err(e @ JobError::NotFinished { .. }) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 

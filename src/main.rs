@@ -131,6 +131,18 @@ enum Command {
     Worker,
     /// Host an embedded Kafka-protocol broker for other local processes.
     Broker,
+    /// Re-drive a finished job's error rows (e.g. after a provider outage or a key fix) in this
+    /// process, and write its workbook again.
+    Retry(RetryArgs),
+}
+
+#[derive(Args)]
+struct RetryArgs {
+    /// The job's id.
+    job: String,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args)]
@@ -293,6 +305,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
         }
+        Command::Retry(args) => {
+            let started = Instant::now();
+            let pipeline = Pipeline::open(settings(&cli.common)).await?;
+            pipeline.start_workers();
+            pipeline.start_merger();
+            let rows = pipeline.retry(&args.job).await?;
+            eprintln!("geobatch: retrying {rows} error row(s) of job {}", args.job);
+            report_when_finished(&pipeline, &args.job, started, !args.no_progress).await
+        }
         Command::Broker => {
             let broker = EmbeddedBroker::start()?;
             println!("{}", broker.bootstrap());
@@ -358,8 +379,18 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
         }
         Err(e) => return Err(e.into()),
     };
-    let bar = (!args.no_progress).then(|| progress_bar(pipeline.clone(), id.clone()));
-    let job = pipeline.wait_finished(&id).await?;
+    report_when_finished(&pipeline, &id, started, !args.no_progress).await
+}
+
+/// Waits for the job, then says where its workbook is (exit 0) or why it failed (exit 1).
+async fn report_when_finished(
+    pipeline: &Arc<Pipeline>,
+    id: &str,
+    started: Instant,
+    progress: bool,
+) -> anyhow::Result<ExitCode> {
+    let bar = progress.then(|| progress_bar(pipeline.clone(), id.to_string()));
+    let job = pipeline.wait_finished(id).await?;
     if let Some(bar) = bar {
         bar.abort();
     }
@@ -370,12 +401,12 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
         );
         return Ok(ExitCode::from(1));
     }
-    let sheets = pipeline.store().sheets(&id).await?;
+    let sheets = pipeline.store().sheets(id).await?;
     let ok: u64 = sheets.iter().map(|s| s.rows_ok).sum();
     let failed: u64 = sheets.iter().map(|s| s.rows_failed).sum();
     println!(
         "{}: {} rows ({} ok, {} error) in {} sheet(s), {:.1}s",
-        output.display(),
+        job.output_path.unwrap_or_default(),
         ok + failed,
         ok,
         failed,

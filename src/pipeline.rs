@@ -81,6 +81,8 @@ pub enum JobError {
     NotFound(String),
     #[error(transparent)]
     Lookup(#[from] ConfigError),
+    #[error("job {id} is {state}: only a finished job (done or failed) can be retried")]
+    NotFinished { id: String, state: &'static str },
 }
 
 impl JobError {
@@ -988,6 +990,28 @@ impl Pipeline {
         }
         self.bump();
         Ok(())
+    }
+
+    /// Re-drives a finished job: its `error` rows lose their results and the job runs again
+    /// (intake publishes every row without a result, so rows a failed job never reached go
+    /// too). Returns how many error rows are retried.
+    pub async fn retry(self: &Arc<Self>, id: &str) -> Result<u64, JobError> {
+        let job = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        if !job.state.is_finished() {
+            return Err(JobError::NotFinished {
+                id: id.to_string(),
+                state: job.state.as_str(),
+            });
+        }
+        let rows = self.store.reset_failed_rows(id).await?;
+        tracing::info!(job = %id, rows, "retrying the job's error rows");
+        self.bump();
+        self.spawn_intake(id.to_string());
+        Ok(rows)
     }
 
     /// Waits until the job is done or failed.

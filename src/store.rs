@@ -651,6 +651,40 @@ impl ResultStore {
             .collect())
     }
 
+    /// Makes a finished job's `error` rows unresolved again (their results deleted, the sheet
+    /// counters recounted) and puts the job back to `accepted`; returns how many rows.
+    pub async fn reset_failed_rows(&self, id: &str) -> Result<u64> {
+        let reset = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let reset = sqlx::query("DELETE FROM results WHERE job_id = $1 AND status = 'error'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE sheets SET \
+                 rows_ok = (SELECT COUNT(*) FROM results r WHERE r.job_id = sheets.job_id \
+                            AND r.sheet_no = sheets.sheet_no AND r.status <> 'error'), \
+                 rows_failed = (SELECT COUNT(*) FROM results r WHERE r.job_id = sheets.job_id \
+                                AND r.sheet_no = sheets.sheet_no AND r.status = 'error') \
+                 WHERE job_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET state = 'accepted', message = NULL, resolved_ms = NULL, \
+                 finished_ms = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            reset
+        });
+        Ok(reset)
+    }
+
     /// Adds to a job's lookup counters.
     pub async fn add_lookup_counts(&self, id: &str, requests: u64, cache_hits: u64) -> Result<()> {
         if requests + cache_hits == 0 {

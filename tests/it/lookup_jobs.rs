@@ -276,3 +276,70 @@ async fn a_spent_daily_quota_pauses_the_job_visibly() {
     assert_eq!(fake.request_count(), 5);
     assert!(!job.to_string().contains(KEY));
 }
+
+/// Error rows of a finished job are looked up again on demand, through the API and the CLI.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_redrives_only_the_error_rows() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::steps([Behavior::Status(400)])).await;
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let mut serve = Serve::start(&dir, &env);
+    let csv = std::fs::read(lookup_csv(&dir)).unwrap();
+    let (status, body) = upload(
+        &serve,
+        &[("stores.csv", csv)],
+        &[("lookup", "kakao"), ("rate", "200")],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let job = crate::harness::wait_done(&serve, &id).await;
+    let failed = job["rows_failed"].as_u64().unwrap();
+    assert!(failed > 0, "{job}");
+    assert_eq!(fake.request_count(), 21);
+
+    // Refused again: the same rows end as errors; one request, for the one point.
+    fake.set_script(Script::steps([Behavior::Status(400)]));
+    let res = crate::harness::client()
+        .post(serve.url(&format!("/jobs/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(body["retried_rows"].as_u64(), Some(failed));
+    let job = crate::harness::wait_done(&serve, &id).await;
+    assert_eq!(job["rows_failed"].as_u64(), Some(failed), "{job}");
+    assert_eq!(job["rows_done"].as_u64(), Some(64), "{job}");
+    assert_eq!(fake.request_count(), 22);
+    let res = crate::harness::client()
+        .post(serve.url("/jobs/nosuchjob/retry"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 404);
+    serve.kill();
+
+    // The CLI, with the provider answering now: every row ends with an address or no_result.
+    fake.set_script(Script::ok());
+    let out = tokio::task::block_in_place(|| {
+        let mut cmd = crate::harness::geobatch(&dir);
+        cmd.envs(env).args(["retry", "--no-progress", &id]);
+        cmd.output().unwrap()
+    });
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert_eq!(fake.request_count(), 23);
+    let path = dir.path().join("results").join(format!("{id}.xlsx"));
+    let book = Book::open(&path);
+    let status = column(&book, "stores", "status");
+    assert_eq!(status.len(), 64);
+    assert!(
+        status.iter().all(|s| s == "ok" || s == "no_result"),
+        "{status:?}"
+    );
+    assert_eq!(book.sheet("Errors").len(), 1, "only the header");
+}
