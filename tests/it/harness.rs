@@ -648,3 +648,28 @@ pub fn read_csv(
         .map(|r| r.expect("csv").iter().map(String::from).collect())
         .collect()
 }
+
+/// `geobatch broker`: the embedded broker as a process of its own, outliving the workers.
+pub fn embedded_broker_process(dir: &TestDir) -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut child = geobatch(dir)
+        .arg("broker")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (KillOnDrop(child), line.trim().to_string())
+}
+
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

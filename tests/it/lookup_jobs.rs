@@ -343,3 +343,141 @@ async fn retry_redrives_only_the_error_rows() {
     );
     assert_eq!(book.sheet("Errors").len(), 1, "only the header");
 }
+
+/// `n` rows at `n` distinct points (cell centres of the fake's grid).
+fn distinct_csv(n: usize) -> Vec<u8> {
+    let mut csv = String::from("name,lon,lat\n");
+    for i in 0..n {
+        let lon = 126.5005 + (i % 50) as f64 * 0.001;
+        let lat = 37.0005 + (i / 50) as f64 * 0.001;
+        csv.push_str(&format!("p{i},{lon:.4},{lat:.4}\n"));
+    }
+    csv.into_bytes()
+}
+
+/// The point a recorded Kakao request asked for.
+fn requested_point(r: &crate::fake_provider::Recorded) -> geobatch::store::CacheKey {
+    let coord = |name| r.param(name).unwrap().parse::<f64>().unwrap();
+    geobatch::store::CacheKey::of(coord("x"), coord("y"))
+}
+
+/// Two `geobatch worker` processes with two workers each, and serve without workers, on one
+/// store and an external broker: the provider never sees more than the budget in any second.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_budget_holds_for_the_whole_cluster() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let (_broker, brokers) = crate::harness::embedded_broker_process(&dir);
+    let common = [
+        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
+        ("GEOBATCH_TOPIC_PARTITIONS", "4"),
+        ("GEOBATCH_BATCH_ROWS", "5"),
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let mut serve_env = common.to_vec();
+    serve_env.push(("GEOBATCH_WORKERS", "0"));
+    let serve = Serve::start(&dir, &serve_env);
+    let mut worker_env = common.to_vec();
+    worker_env.push(("GEOBATCH_WORKERS", "2"));
+    let mut workers: Vec<Serve> = (0..2)
+        .map(|_| Serve::start_cmd(&dir, "worker", &worker_env))
+        .collect();
+    for w in &mut workers {
+        w.wait_for_log("worker subscribed", Duration::from_secs(60));
+    }
+    let rows = 60;
+    let (status, body) = upload(
+        &serve,
+        &[("many.csv", distinct_csv(rows))],
+        &[("lookup", "kakao"), ("rate", "10")],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let job = crate::harness::wait_done(&serve, &id).await;
+    assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
+    let mut times: Vec<_> = fake.requests().iter().map(|r| r.at).collect();
+    assert_eq!(times.len(), rows);
+    times.sort();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 10,
+            "{in_window} requests in the second from request {i}"
+        );
+    }
+    // Both worker processes held partitions of the job's topic.
+    let topic = format!("geobatch.rows.{id}.0[");
+    let busy = workers
+        .iter_mut()
+        .map(|w| w.logs())
+        .filter(|logs| {
+            logs.iter()
+                .any(|l| l.contains("partitions assigned") && l.contains(&topic))
+        })
+        .count();
+    assert_eq!(busy, 2);
+}
+
+/// serve killed (SIGKILL) in the middle of a lookup job and started again: rows whose result
+/// was stored before the kill are not requested again.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_rows_are_not_requested_again_after_a_kill() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+        ("GEOBATCH_BATCH_ROWS", "5"),
+    ];
+    let mut serve = Serve::start(&dir, &env);
+    let rows = 150;
+    let (status, body) = upload(
+        &serve,
+        &[("many.csv", distinct_csv(rows))],
+        &[("lookup", "kakao"), ("rate", "25")],
+    )
+    .await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    crate::harness::wait_job(&serve, &id, Duration::from_secs(60), |j| {
+        j["rows_done"].as_u64().unwrap_or(0) >= 30
+    })
+    .await;
+    serve.kill();
+    let before = fake.request_count();
+    let store = geobatch::store::ResultStore::open(dir.path(), dir.database_url())
+        .await
+        .unwrap();
+    let stored: std::collections::HashSet<_> = store
+        .results_page(&id, None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| match r.outcome {
+            geobatch::store::Outcome::Located { x, y, .. } => geobatch::store::CacheKey::of(x, y),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert!(
+        stored.len() >= 30 && stored.len() < rows,
+        "{}",
+        stored.len()
+    );
+    drop(store);
+
+    let serve = Serve::start(&dir, &env);
+    let job = crate::harness::wait_done(&serve, &id).await;
+    assert_eq!(job["rows_done"].as_u64(), Some(rows as u64));
+    let again: Vec<_> = fake.requests()[before..]
+        .iter()
+        .map(requested_point)
+        .filter(|p| stored.contains(p))
+        .collect();
+    assert!(again.is_empty(), "stored rows requested again: {again:?}");
+    assert!(fake.request_count() <= rows + 8, "{}", fake.request_count());
+}
