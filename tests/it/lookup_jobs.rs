@@ -255,14 +255,13 @@ async fn a_spent_daily_quota_pauses_the_job_visibly() {
         ],
     );
     let csv = std::fs::read(lookup_csv(&dir)).unwrap();
-    let (status, body) = upload(
+    let id = submit(
         &serve,
-        &[("stores.csv", csv)],
+        "stores.csv",
+        csv,
         &[("lookup", "kakao"), ("rate", "100"), ("daily_quota", "5")],
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
     let job = crate::harness::wait_job(&serve, &id, Duration::from_secs(60), |j| {
         j["state"] == "paused"
     })
@@ -288,14 +287,13 @@ async fn retry_redrives_only_the_error_rows() {
     ];
     let mut serve = Serve::start(&dir, &env);
     let csv = std::fs::read(lookup_csv(&dir)).unwrap();
-    let (status, body) = upload(
+    let id = submit(
         &serve,
-        &[("stores.csv", csv)],
+        "stores.csv",
+        csv,
         &[("lookup", "kakao"), ("rate", "200")],
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
     let job = crate::harness::wait_done(&serve, &id).await;
     let failed = job["rows_failed"].as_u64().unwrap();
     assert!(failed > 0, "{job}");
@@ -344,6 +342,13 @@ async fn retry_redrives_only_the_error_rows() {
     assert_eq!(book.sheet("Errors").len(), 1, "only the header");
 }
 
+/// Uploads one file with these form fields; the job's id.
+async fn submit(serve: &Serve, name: &str, csv: Vec<u8>, fields: &[(&str, &str)]) -> String {
+    let (status, body) = upload(serve, &[(name, csv)], fields).await;
+    assert_eq!(status, 202, "{body}");
+    body["id"].as_str().unwrap().to_string()
+}
+
 /// `n` rows at `n` distinct points (cell centres of the fake's grid).
 fn distinct_csv(n: usize) -> Vec<u8> {
     let mut csv = String::from("name,lon,lat\n");
@@ -387,14 +392,13 @@ async fn the_budget_holds_for_the_whole_cluster() {
         w.wait_for_log("worker subscribed", Duration::from_secs(60));
     }
     let rows = 60;
-    let (status, body) = upload(
+    let id = submit(
         &serve,
-        &[("many.csv", distinct_csv(rows))],
+        "many.csv",
+        distinct_csv(rows),
         &[("lookup", "kakao"), ("rate", "10")],
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
     let job = crate::harness::wait_done(&serve, &id).await;
     assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
     let mut times: Vec<_> = fake.requests().iter().map(|r| r.at).collect();
@@ -436,14 +440,13 @@ async fn stored_rows_are_not_requested_again_after_a_kill() {
     ];
     let mut serve = Serve::start(&dir, &env);
     let rows = 150;
-    let (status, body) = upload(
+    let id = submit(
         &serve,
-        &[("many.csv", distinct_csv(rows))],
+        "many.csv",
+        distinct_csv(rows),
         &[("lookup", "kakao"), ("rate", "25")],
     )
     .await;
-    assert_eq!(status, 202, "{body}");
-    let id = body["id"].as_str().unwrap().to_string();
     crate::harness::wait_job(&serve, &id, Duration::from_secs(60), |j| {
         j["rows_done"].as_u64().unwrap_or(0) >= 30
     })
