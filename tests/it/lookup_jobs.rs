@@ -484,3 +484,68 @@ async fn stored_rows_are_not_requested_again_after_a_kill() {
     assert!(again.is_empty(), "stored rows requested again: {again:?}");
     assert!(fake.request_count() <= rows + 8, "{}", fake.request_count());
 }
+
+/// Rows whose lookup failed for good are published to `geobatch.dlq`, one JSON message each,
+/// with the reason and without the key.
+#[tokio::test(flavor = "multi_thread")]
+async fn permanent_failures_go_to_the_dead_letter_topic() {
+    use rdkafka::consumer::{Consumer, StreamConsumer};
+    use rdkafka::Message;
+
+    let dir = tempdir();
+    let (_broker, brokers) = crate::harness::embedded_broker_process(&dir);
+    let fake = FakeProvider::start(Script::steps([Behavior::Status(400)])).await;
+    let input = lookup_csv(&dir);
+    let out = dir.path().join("out.xlsx");
+    let env = [
+        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let args = [
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--lookup",
+        "kakao",
+    ];
+    let run = tokio::task::block_in_place(|| convert_env(&dir, &env, &args));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let book = Book::open(&out);
+    let status = column(&book, "stores", "status");
+    let errors: Vec<usize> = (0..status.len())
+        .filter(|&i| status[i] == "error")
+        .collect();
+    assert_eq!(errors.len(), 3, "one refused point, three rows: {status:?}");
+
+    let consumer: StreamConsumer = rdkafka::ClientConfig::new()
+        .set("bootstrap.servers", &brokers)
+        .set("group.id", "dlq-test")
+        .set("auto.offset.reset", "earliest")
+        .create()
+        .unwrap();
+    consumer
+        .subscribe(&[geobatch::pipeline::DLQ_TOPIC])
+        .unwrap();
+    let mut seqs = Vec::new();
+    while seqs.len() < errors.len() {
+        let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())
+            .await
+            .expect("a dead letter within 30 s")
+            .unwrap();
+        let text = std::str::from_utf8(m.payload().unwrap()).unwrap();
+        assert!(!text.contains(KEY), "{text}");
+        let v: serde_json::Value = serde_json::from_str(text).unwrap();
+        assert_eq!(v["sheet"], 0, "{v}");
+        assert!(v["reason"].as_str().unwrap().contains("HTTP 400"), "{v}");
+        assert!(v["job"].as_str().is_some_and(|j| !j.is_empty()), "{v}");
+        let seq = v["seq"].as_u64().unwrap() as usize;
+        assert!(
+            v["lon"].as_f64().is_some() && v["lat"].as_f64().is_some(),
+            "{v}"
+        );
+        seqs.push(seq);
+    }
+    seqs.sort();
+    assert_eq!(seqs, errors, "the error rows, each once");
+}
