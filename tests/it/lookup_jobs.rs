@@ -549,3 +549,42 @@ async fn permanent_failures_go_to_the_dead_letter_topic() {
     seqs.sort();
     assert_eq!(seqs, errors, "the error rows, each once");
 }
+
+/// A provider answering only 500s: no row becomes an error and nothing is stored; once it
+/// answers again, the held batches go through and every row ends with its address.
+#[tokio::test(flavor = "multi_thread")]
+async fn an_outage_holds_the_rows_instead_of_failing_them() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::always(Behavior::Status(500))).await;
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let serve = Serve::start(&dir, &env);
+    let csv = std::fs::read(lookup_csv(&dir)).unwrap();
+    let id = submit(
+        &serve,
+        "stores.csv",
+        csv,
+        &[("lookup", "kakao"), ("rate", "100")],
+    )
+    .await;
+    // Every lookup of the first round has used up its retries.
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while fake.request_count() < 48 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{}",
+            fake.request_count()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let job = crate::harness::job_status(&serve, &id).await;
+    assert_eq!(job["rows_done"].as_u64(), Some(0), "{job}");
+    assert_ne!(job["state"], "failed", "{job}");
+
+    fake.set_script(Script::ok());
+    let job = crate::harness::wait_done(&serve, &id).await;
+    assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
+    assert_eq!(job["rows_done"].as_u64(), Some(64), "{job}");
+}
