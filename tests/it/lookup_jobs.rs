@@ -62,6 +62,17 @@ fn a_lookup_without_its_key_is_refused_naming_the_variable() {
 async fn the_upload_form_takes_lookup_fields() {
     let dir = tempdir();
     let serve = Serve::start(&dir, &[]);
+    let page = crate::harness::client()
+        .get(serve.url("/"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for field in ["lookup", "rate", "daily_quota", "cache_ttl"] {
+        assert!(page.contains(&format!("name=\"{field}\"")), "{field}");
+    }
     let csv = std::fs::read(lonlat_csv()).unwrap();
     let (status, body) = upload(&serve, &[("a.csv", csv.clone())], &[("lookup", "vworld")]).await;
     assert_eq!(status, 422, "{body}");
