@@ -246,6 +246,8 @@ pub struct Counters {
     pub rows_skipped: AtomicU64,
     pub batches: AtomicU64,
     pub jobs_merged: AtomicU64,
+    /// Rows whose address came from the lookup cache (or an identical point in the batch).
+    pub lookup_cache_hits: AtomicU64,
     pub transform_seconds: crate::metrics::Histogram,
 }
 
@@ -336,6 +338,25 @@ impl Pipeline {
 
     pub fn consumer_lag(&self) -> &ConsumerLag {
         &self.lag
+    }
+
+    /// This process's lookup counters, summed per provider.
+    pub fn lookup_stats(&self) -> Vec<(Provider, crate::lookup::LookupStats)> {
+        let lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per: HashMap<Provider, crate::lookup::LookupStats> = HashMap::new();
+        for l in lookups.values() {
+            let (s, sum) = (l.stats(), per.entry(l.provider()).or_default());
+            sum.requests += s.requests;
+            sum.retries += s.retries;
+            sum.rate_limited += s.rate_limited;
+            sum.server_errors += s.server_errors;
+            sum.timeouts += s.timeouts;
+            sum.connect_errors += s.connect_errors;
+            sum.circuit_opens += s.circuit_opens;
+        }
+        let mut out: Vec<_> = per.into_iter().collect();
+        out.sort_by_key(|(p, _)| p.as_str());
+        out
     }
 
     /// The bus, once it is up.
@@ -817,6 +838,9 @@ impl Pipeline {
                         self.store.add_lookup_counts(job, requests, cache_hits)
                     })
                     .await;
+                    self.counters
+                        .lookup_cache_hits
+                        .fetch_add(cache_hits, Ordering::Relaxed);
                     for letter in &dead_letters {
                         self.dead_letter(bus, letter).await;
                     }

@@ -285,6 +285,18 @@ async fn a_spent_daily_quota_pauses_the_job_visibly() {
     );
     assert_eq!(fake.request_count(), 5);
     assert!(!job.to_string().contains(KEY));
+    let metrics = crate::harness::client()
+        .get(serve.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics.contains("geobatch_lookup_requests_total{provider=\"kakao\"} 5"),
+        "{metrics}"
+    );
 }
 
 /// Error rows of a finished job are looked up again on demand, through the API and the CLI.
