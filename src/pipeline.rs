@@ -266,6 +266,8 @@ pub struct Pipeline {
     lag: ConsumerLag,
     /// One lookup per provider and budget, shared by every worker task of this process.
     lookups: std::sync::Mutex<HashMap<String, Arc<Lookup>>>,
+    /// Lookups in flight in this process, shared by every worker task.
+    in_flight: Arc<lookup_step::InFlight>,
     /// The dead-letter topic exists (created once per process).
     dlq_created: tokio::sync::OnceCell<()>,
 }
@@ -308,6 +310,7 @@ impl Pipeline {
             opened_ms: crate::store::now_ms(),
             lag: ConsumerLag::default(),
             lookups: Default::default(),
+            in_flight: Default::default(),
             dlq_created: Default::default(),
         });
         let config = pipeline.settings.bus.clone();
@@ -797,6 +800,7 @@ impl Pipeline {
         let target = options.target()?;
         let wgs84 = Crs::from_code("EPSG:4326")?;
         Ok(Some(JobLookup {
+            in_flight: self.in_flight.clone(),
             lookup,
             provider,
             daily_quota,

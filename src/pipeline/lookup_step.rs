@@ -5,8 +5,9 @@
 //! looked up concurrently only as far as the budget lets requests out: the `Lookup` paces them.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
+use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
 
@@ -20,8 +21,78 @@ pub const DLQ_TOPIC: &str = "geobatch.dlq";
 /// Lookups in flight per batch (the budget gate decides when each is sent).
 const CONCURRENCY: usize = 8;
 
+type Answer = Result<LookupOutcome, LookupError>;
+/// One lookup's answer and whether a request was sent for it, awaited by every task that
+/// wants it.
+type SharedAnswer = Shared<BoxFuture<'static, (Answer, bool)>>;
+
+/// Lookups in flight in this process: a point another worker task is already asking about is
+/// not asked again, its answer is shared (batches of one job often hold the same buildings).
+#[derive(Default)]
+pub(super) struct InFlight {
+    lookups: Mutex<HashMap<(Provider, CacheKey), SharedAnswer>>,
+}
+
+impl InFlight {
+    /// The answer for `key`, and whether this call sent a request for it. A new lookup looks
+    /// in the cache once more (another task may have finished the same point since the batch
+    /// looked) and caches what it gets before it is no longer in flight, so two tasks of this
+    /// process never both ask for one point.
+    async fn lookup(
+        &self,
+        lookup: &Arc<Lookup>,
+        store: &ResultStore,
+        fresh_since_ms: i64,
+        key: CacheKey,
+    ) -> (Answer, bool) {
+        let provider = lookup.provider();
+        let (answer, mine) = {
+            let mut map = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&(provider, key)) {
+                Some(f) => (f.clone(), false),
+                None => {
+                    let (lookup, store) = (lookup.clone(), store.clone());
+                    let f = async move {
+                        let name = provider.as_str();
+                        if let Ok(mut hit) =
+                            store.cached_lookups(name, &[key], fresh_since_ms).await
+                        {
+                            if let Some(outcome) = hit.remove(&key) {
+                                return (Ok(outcome), false);
+                            }
+                        }
+                        let (lon, lat) = key.degrees();
+                        let answer = lookup.lookup(lon, lat).await;
+                        if let Ok(outcome) = &answer {
+                            if let Err(e) =
+                                store.cache_lookups(name, &[(key, outcome.clone())]).await
+                            {
+                                tracing::warn!("cannot cache an address answer: {e}");
+                            }
+                        }
+                        (answer, true)
+                    }
+                    .boxed()
+                    .shared();
+                    map.insert((provider, key), f.clone());
+                    (f, true)
+                }
+            }
+        };
+        let (result, sent) = answer.clone().await;
+        // Whoever sees it finish removes it (the task that started it may be gone).
+        let mut map = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&(provider, key)).is_some_and(|f| f.ptr_eq(&answer)) {
+            map.remove(&(provider, key));
+        }
+        (result, mine && sent)
+    }
+}
+
 /// A job's lookup as one worker runs it.
 pub(super) struct JobLookup {
+    /// Shared by every worker task of the process.
+    pub in_flight: Arc<InFlight>,
     /// Shared by every worker task of the process for the same provider and budget.
     pub lookup: Arc<Lookup>,
     pub provider: Provider,
@@ -46,10 +117,11 @@ pub(super) enum Halt {
 pub(super) struct Looked {
     pub results: Vec<RowResult>,
     pub dead_letters: Vec<DeadLetter>,
-    /// Lookups sent to the provider (one per distinct point not in the cache; its retries
-    /// are not counted).
+    /// Lookups sent to the provider by this batch (one per distinct point neither cached nor
+    /// being asked about by another worker; retries not counted).
     pub requests: u64,
-    /// Rows answered by the cache or by an identical point of the same batch.
+    /// Rows answered by the cache, by an identical point of the same batch, or by another
+    /// worker's lookup in flight.
     pub cache_hits: u64,
 }
 
@@ -107,23 +179,21 @@ impl JobLookup {
             .filter(|k| !answers.contains_key(k))
             .copied()
             .collect();
-        let mut fetched = Vec::new();
         let mut sent = 0u64;
         let mut halt = None;
         let mut unavailable = None;
         {
-            let lookup = &self.lookup;
+            let (lookup, in_flight) = (&self.lookup, &self.in_flight);
             let mut answering = stream::iter(misses)
                 .map(|k| async move {
-                    let (lon, lat) = k.degrees();
-                    (k, lookup.lookup(lon, lat).await)
+                    let (answer, mine) = in_flight.lookup(lookup, store, fresh_since, k).await;
+                    (k, answer, mine)
                 })
                 .buffer_unordered(CONCURRENCY);
-            while let Some((key, answer)) = answering.next().await {
-                sent += 1;
+            while let Some((key, answer, mine)) = answering.next().await {
+                sent += u64::from(mine);
                 match answer {
                     Ok(outcome) => {
-                        fetched.push((key, outcome.clone()));
                         answers.insert(key, Ok(outcome));
                     }
                     Err(e @ LookupError::InvalidKey { .. }) => {
@@ -145,12 +215,6 @@ impl JobLookup {
             }
         }
         let requests = sent;
-        // Answers are kept even when the batch cannot be stored yet: asked again, they are free.
-        if !fetched.is_empty() {
-            if let Err(e) = store.cache_lookups(self.provider.as_str(), &fetched).await {
-                tracing::warn!(job, "cannot cache address answers: {e}");
-            }
-        }
         if let Some(halt) = halt {
             return Err(halt);
         }

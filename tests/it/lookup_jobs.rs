@@ -611,3 +611,34 @@ async fn an_outage_holds_the_rows_instead_of_failing_them() {
     assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
     assert_eq!(job["rows_done"].as_u64(), Some(64), "{job}");
 }
+
+/// Small batches on four workers hold the same points at the same time: each point is still
+/// requested once (a lookup in flight is shared, not repeated).
+#[tokio::test(flavor = "multi_thread")]
+async fn concurrent_batches_share_lookups_in_flight() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let input = lookup_csv(&dir);
+    let out = dir.path().join("out.xlsx");
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+        ("GEOBATCH_BATCH_ROWS", "4"),
+        ("GEOBATCH_WORKERS", "4"),
+    ];
+    let args = [
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--lookup",
+        "kakao",
+        "--rate",
+        "20",
+    ];
+    let run = tokio::task::block_in_place(|| convert_env(&dir, &env, &args));
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(fake.request_count(), 21, "one request per distinct point");
+    let book = Book::open(&out);
+    assert_eq!(book.summary_value("lookup requests"), "21");
+    assert_eq!(book.summary_value("lookup cache hits"), "43");
+}
