@@ -325,6 +325,18 @@ pub async fn upload(
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }
 
+/// The body of `GET path` as text.
+pub async fn get_text(serve: &Serve, path: &str) -> String {
+    client()
+        .get(serve.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
+}
+
 pub async fn job_status(serve: &Serve, id: &str) -> serde_json::Value {
     client()
         .get(serve.url(&format!("/jobs/{id}")))

@@ -62,14 +62,7 @@ fn a_lookup_without_its_key_is_refused_naming_the_variable() {
 async fn the_upload_form_takes_lookup_fields() {
     let dir = tempdir();
     let serve = Serve::start(&dir, &[]);
-    let page = crate::harness::client()
-        .get(serve.url("/"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let page = crate::harness::get_text(&serve, "/").await;
     for field in ["lookup", "rate", "daily_quota", "cache_ttl"] {
         assert!(page.contains(&format!("name=\"{field}\"")), "{field}");
     }
@@ -118,23 +111,29 @@ fn lookup_csv(dir: &TestDir) -> std::path::PathBuf {
     path
 }
 
-async fn convert_lookup(dir: &TestDir, fake: &FakeProvider, out: &std::path::Path) -> Output {
+/// `geobatch convert --lookup kakao` of `lookup_csv` against the fake, with the key.
+async fn convert_lookup(
+    dir: &TestDir,
+    fake: &FakeProvider,
+    out: &std::path::Path,
+    more_env: &[(&str, &str)],
+    more_args: &[&str],
+) -> Output {
     let input = lookup_csv(dir);
-    let (dir_path, base, out) = (dir, fake.base_url.clone(), out.to_path_buf());
-    let env = [
-        ("GEOBATCH_KAKAO_BASE_URL", base.as_str()),
+    let mut env = vec![
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
         ("KAKAO_REST_API_KEY", KEY),
     ];
-    let args = [
+    env.extend_from_slice(more_env);
+    let mut args = vec![
         input.to_str().unwrap(),
         "-o",
         out.to_str().unwrap(),
         "--lookup",
         "kakao",
-        "--rate",
-        "200",
     ];
-    tokio::task::block_in_place(|| convert_env(dir_path, &env, &args))
+    args.extend_from_slice(more_args);
+    tokio::task::block_in_place(|| convert_env(dir, &env, &args))
 }
 
 /// The new columns of a lookup job's sheet, by header.
@@ -158,7 +157,7 @@ async fn a_lookup_job_ends_every_row_ok_no_result_or_error_and_caches_its_answer
     // The first request is refused (HTTP 400): that point's rows are errors with the reason.
     let fake = FakeProvider::start(Script::steps([Behavior::Status(400)])).await;
     let out = dir.path().join("out.xlsx");
-    let run = convert_lookup(&dir, &fake, &out).await;
+    let run = convert_lookup(&dir, &fake, &out, &[], &["--rate", "200"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains(KEY), "the key is in the log");
 
@@ -226,7 +225,7 @@ async fn a_lookup_job_ends_every_row_ok_no_result_or_error_and_caches_its_answer
     // The same file again: every answer comes from the cache (the refused point is asked again).
     fake.clear_requests();
     let out2 = dir.path().join("out2.xlsx");
-    let run = convert_lookup(&dir, &fake, &out2).await;
+    let run = convert_lookup(&dir, &fake, &out2, &[], &["--rate", "200"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(fake.request_count(), 1, "{:?}", fake.requests());
     let again = Book::open(&out2);
@@ -240,7 +239,7 @@ async fn a_refused_key_fails_the_job_with_a_clear_message() {
     let dir = tempdir();
     let fake = FakeProvider::start(Script::always(Behavior::InvalidKey)).await;
     let out = dir.path().join("out.xlsx");
-    let run = convert_lookup(&dir, &fake, &out).await;
+    let run = convert_lookup(&dir, &fake, &out, &[], &["--rate", "200"]).await;
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
         run.stderr
@@ -285,14 +284,7 @@ async fn a_spent_daily_quota_pauses_the_job_visibly() {
     );
     assert_eq!(fake.request_count(), 5);
     assert!(!job.to_string().contains(KEY));
-    let metrics = crate::harness::client()
-        .get(serve.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = crate::harness::get_text(&serve, "/metrics").await;
     assert!(
         metrics.contains("geobatch_lookup_requests_total{provider=\"kakao\"} 5"),
         "{metrics}"
@@ -518,21 +510,9 @@ async fn permanent_failures_go_to_the_dead_letter_topic() {
     let dir = tempdir();
     let (_broker, brokers) = crate::harness::embedded_broker_process(&dir);
     let fake = FakeProvider::start(Script::steps([Behavior::Status(400)])).await;
-    let input = lookup_csv(&dir);
     let out = dir.path().join("out.xlsx");
-    let env = [
-        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
-        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
-        ("KAKAO_REST_API_KEY", KEY),
-    ];
-    let args = [
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--lookup",
-        "kakao",
-    ];
-    let run = tokio::task::block_in_place(|| convert_env(&dir, &env, &args));
+    let broker_env = [("GEOBATCH_KAFKA_BROKERS", brokers.as_str())];
+    let run = convert_lookup(&dir, &fake, &out, &broker_env, &[]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     let book = Book::open(&out);
     let status = column(&book, "stores", "status");
@@ -618,24 +598,9 @@ async fn an_outage_holds_the_rows_instead_of_failing_them() {
 async fn concurrent_batches_share_lookups_in_flight() {
     let dir = tempdir();
     let fake = FakeProvider::start(Script::ok()).await;
-    let input = lookup_csv(&dir);
     let out = dir.path().join("out.xlsx");
-    let env = [
-        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
-        ("KAKAO_REST_API_KEY", KEY),
-        ("GEOBATCH_BATCH_ROWS", "4"),
-        ("GEOBATCH_WORKERS", "4"),
-    ];
-    let args = [
-        input.to_str().unwrap(),
-        "-o",
-        out.to_str().unwrap(),
-        "--lookup",
-        "kakao",
-        "--rate",
-        "20",
-    ];
-    let run = tokio::task::block_in_place(|| convert_env(&dir, &env, &args));
+    let env = [("GEOBATCH_BATCH_ROWS", "4"), ("GEOBATCH_WORKERS", "4")];
+    let run = convert_lookup(&dir, &fake, &out, &env, &["--rate", "20"]).await;
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(fake.request_count(), 21, "one request per distinct point");
     let book = Book::open(&out);
