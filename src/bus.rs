@@ -272,7 +272,12 @@ impl MockBroker {
         let err = unsafe {
             rdkafka_sys::rd_kafka_mock_topic_create(self.cluster, name_c.as_ptr(), partitions, 1)
         };
-        if err == rdkafka_sys::rd_kafka_resp_err_t::RD_KAFKA_RESP_ERR_NO_ERROR {
+        use rdkafka_sys::rd_kafka_resp_err_t as E;
+        // An existing topic is fine: a retried job publishes into its topics again.
+        if matches!(
+            err,
+            E::RD_KAFKA_RESP_ERR_NO_ERROR | E::RD_KAFKA_RESP_ERR_TOPIC_ALREADY_EXISTS
+        ) {
             Ok(())
         } else {
             Err(BusError::Embedded(format!(
@@ -354,7 +359,12 @@ impl Bus {
 
     /// Creates a sheet's topic; an existing one is fine (a re-driven job finds its topics).
     pub async fn create_topic(&self, topic: &SheetTopic) -> Result<()> {
-        let name = topic.name();
+        self.create_topic_named(&topic.name()).await
+    }
+
+    /// Creates a topic by name (as row topics are); an existing one is fine.
+    pub async fn create_topic_named(&self, name: &str) -> Result<()> {
+        let name = name.to_string();
         if let Some(embedded) = &self.embedded {
             return embedded.create_topic(&name, self.partitions).await;
         }
@@ -401,12 +411,15 @@ impl Bus {
 
     /// Sends a batch and waits until the broker has it (acks=all, idempotent).
     pub async fn publish(&self, topic: &SheetTopic, batch: &RowBatch) -> Result<()> {
-        let name = topic.name();
-        let payload = batch.encode();
         let key = batch.rows.first().map(|r| r.seq).unwrap_or(0).to_be_bytes();
+        self.send(&topic.name(), &key, &batch.encode()).await
+    }
+
+    /// Sends one message and waits until the broker has it.
+    pub async fn send(&self, topic: &str, key: &[u8], payload: &[u8]) -> Result<()> {
         self.producer
             .send(
-                FutureRecord::to(&name).payload(&payload).key(&key),
+                FutureRecord::to(topic).payload(payload).key(key),
                 Duration::from_secs(60),
             )
             .await

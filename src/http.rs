@@ -14,6 +14,7 @@ use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use crate::intake::ReadOptions;
+use crate::lookup::TemplateConfig;
 use crate::pipeline::{new_job_id, parse_delimiter, JobError, JobInput, JobOptions, Pipeline};
 use crate::store::{JobRecord, JobState, SheetRecord};
 
@@ -29,6 +30,7 @@ pub fn router(pipeline: Arc<Pipeline>, max_upload_bytes: u64) -> Router {
         .route("/jobs", get(list_jobs).post(create_job))
         .route("/jobs/{id}", get(job_status).delete(delete_job))
         .route("/jobs/{id}/result.xlsx", get(download))
+        .route("/jobs/{id}/retry", axum::routing::post(retry_job))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))
         // The upload size is checked while streaming to disk, with a message that says which limit.
@@ -149,6 +151,24 @@ async fn delete_job(
         Ok(StatusCode::NO_CONTENT)
     } else {
         Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}")))
+    }
+}
+
+/// `POST /jobs/{id}/retry`: re-drives a finished job's error rows (202), 404 for no such job,
+/// 409 while it is not finished.
+async fn retry_job(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    match st.pipeline.retry(&id).await {
+        Ok(rows) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "retried_rows": rows, "status_url": format!("/jobs/{id}") })),
+        )
+            .into_response()),
+        Err(JobError::NotFound(_)) => Err(ApiError(StatusCode::NOT_FOUND, format!("no job {id}"))),
+        Err(e @ JobError::NotFinished { .. }) => Err(ApiError(StatusCode::CONFLICT, e.to_string())),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -346,6 +366,16 @@ async fn receive_upload(
             "sheet_by" => options.sheet_by = value,
             "encoding" => read.encoding = value,
             "engine" => options.engine = value,
+            "lookup" => options.lookup = value.map(|v| v.parse()).transpose().map_err(unprocessable)?,
+            "rate" => options.rate = parse_number(&name, value)?,
+            "daily_quota" => options.daily_quota = parse_number(&name, value)?,
+            "cache_ttl" => options.cache_ttl = parse_number(&name, value)?,
+            "lookup_template" => {
+                options.lookup_template = value
+                    .map(|v| TemplateConfig::from_json(&v))
+                    .transpose()
+                    .map_err(unprocessable)?
+            }
             "delimiter" => {
                 read.delimiter = value
                     .map(|v| parse_delimiter(&v))
@@ -356,7 +386,8 @@ async fn receive_upload(
                 return Err(ApiError(
                     StatusCode::UNPROCESSABLE_ENTITY,
                     format!(
-                        "unknown form field {other:?}; fields are file, from, to, x, y, sheet_by, encoding, delimiter, engine"
+                        "unknown form field {other:?}; fields are file, from, to, x, y, sheet_by, encoding, delimiter, engine, \
+                         lookup, rate, daily_quota, cache_ttl, lookup_template"
                     ),
                 ))
             }
@@ -379,6 +410,23 @@ async fn receive_upload(
 }
 
 /// Keeps the name readable but never a path.
+fn unprocessable(msg: String) -> ApiError {
+    ApiError(StatusCode::UNPROCESSABLE_ENTITY, msg)
+}
+
+/// A numeric form field (empty: unset).
+fn parse_number<T: std::str::FromStr>(
+    name: &str,
+    value: Option<String>,
+) -> Result<Option<T>, ApiError> {
+    value
+        .map(|v| {
+            v.parse()
+                .map_err(|_| unprocessable(format!("form field {name}: {v:?} is not a number")))
+        })
+        .transpose()
+}
+
 fn sanitize_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
     let clean: String = base

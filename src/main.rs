@@ -10,6 +10,7 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use geobatch::bus::{BusConfig, ClientProperties, EmbeddedBroker};
 use geobatch::intake::ReadOptions;
+use geobatch::lookup::{LookupEnv, Provider, Secret, TemplateConfig};
 use geobatch::pipeline::{JobInput, JobOptions, Pipeline, Settings, EXCEL_MAX_DATA_ROWS};
 use geobatch::store::JobState;
 use geobatch::{http, watch};
@@ -92,6 +93,29 @@ struct Common {
     /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
     #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
     metrics_addr: Option<std::net::SocketAddr>,
+    /// Kakao REST API key, for --lookup kakao (never stored with a job; each process has its own).
+    #[arg(
+        long,
+        env = "KAKAO_REST_API_KEY",
+        global = true,
+        hide_env_values = true
+    )]
+    kakao_rest_api_key: Option<String>,
+    /// VWorld API key, for --lookup vworld.
+    #[arg(long, env = "VWORLD_API_KEY", global = true, hide_env_values = true)]
+    vworld_api_key: Option<String>,
+    /// A file whose first line is the API key (when the provider's own variable is unset).
+    #[arg(long, env = "GEOBATCH_LOOKUP_KEY_FILE", global = true)]
+    lookup_key_file: Option<PathBuf>,
+    /// Kakao Local API base URL (unset: https://dapi.kakao.com).
+    #[arg(long, env = "GEOBATCH_KAKAO_BASE_URL", global = true)]
+    kakao_base_url: Option<String>,
+    /// VWorld API base URL (unset: https://api.vworld.kr).
+    #[arg(long, env = "GEOBATCH_VWORLD_BASE_URL", global = true)]
+    vworld_base_url: Option<String>,
+    /// Nominatim base URL (unset: https://nominatim.openstreetmap.org).
+    #[arg(long, env = "GEOBATCH_NOMINATIM_BASE_URL", global = true)]
+    nominatim_base_url: Option<String>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `geobatch=debug`.
     #[arg(long, env = "GEOBATCH_LOG", default_value = "info", global = true)]
     log: String,
@@ -100,13 +124,25 @@ struct Common {
 #[derive(Subcommand)]
 enum Command {
     /// Convert CSV files to one workbook, start to finish, in this process.
-    Convert(ConvertArgs),
+    Convert(Box<ConvertArgs>),
     /// HTTP API and page, watched folder, intake, workers and merger.
     Serve(ServeArgs),
     /// Workers only: consume row topics and store results (needs GEOBATCH_KAFKA_BROKERS).
     Worker,
     /// Host an embedded Kafka-protocol broker for other local processes.
     Broker,
+    /// Re-drive a finished job's error rows (e.g. after a provider outage or a key fix) in this
+    /// process, and write its workbook again.
+    Retry(RetryArgs),
+}
+
+#[derive(Args)]
+struct RetryArgs {
+    /// The job's id.
+    job: String,
+    /// No progress bar even on a terminal.
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args)]
@@ -151,6 +187,22 @@ struct JobArgs {
     /// GEOBATCH_POSTGIS_URL).
     #[arg(long, default_value = "builtin")]
     engine: String,
+    /// Look up the address of every converted point: kakao, vworld, nominatim or template.
+    #[arg(long)]
+    lookup: Option<Provider>,
+    /// The provider's budget for the whole cluster, requests/s (default: the provider's;
+    /// 10, Nominatim 1).
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Requests per UTC day for the whole cluster; when spent, the job pauses until midnight UTC.
+    #[arg(long)]
+    daily_quota: Option<u64>,
+    /// Seconds a cached address stays fresh (default 30 days).
+    #[arg(long)]
+    cache_ttl: Option<u64>,
+    /// The provider description (JSON) for --lookup template.
+    #[arg(long)]
+    lookup_template: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -210,12 +262,20 @@ fn settings(common: &Common) -> Settings {
         delete_topics: common.delete_topics,
         batch_rows: common.batch_rows,
         sheet_max_rows: common.sheet_max_rows,
+        lookup_env: LookupEnv {
+            kakao_key: common.kakao_rest_api_key.as_deref().map(Secret::new),
+            vworld_key: common.vworld_api_key.as_deref().map(Secret::new),
+            key_file: common.lookup_key_file.clone(),
+            kakao_base_url: common.kakao_base_url.clone(),
+            vworld_base_url: common.vworld_base_url.clone(),
+            nominatim_base_url: common.nominatim_base_url.clone(),
+        },
     }
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Convert(args) => convert(&cli.common, args).await,
+        Command::Convert(args) => convert(&cli.common, *args).await,
         Command::Serve(args) => {
             let pipeline = Pipeline::open(settings(&cli.common)).await?;
             spawn_metrics(&cli.common, &pipeline).await?;
@@ -244,6 +304,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             pipeline.start_workers();
             shutdown_signal().await;
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Retry(args) => {
+            let started = Instant::now();
+            let pipeline = Pipeline::open(settings(&cli.common)).await?;
+            pipeline.start_workers();
+            pipeline.start_merger();
+            let rows = pipeline.retry(&args.job).await?;
+            eprintln!("geobatch: retrying {rows} error row(s) of job {}", args.job);
+            report_when_finished(&pipeline, &args.job, started, !args.no_progress).await
         }
         Command::Broker => {
             let broker = EmbeddedBroker::start()?;
@@ -295,7 +364,13 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
         })
         .collect();
     let output = std::path::absolute(&args.output)?;
-    let options = args.job.into_options(Some(output.clone()));
+    let options = match args.job.into_options(Some(output.clone())) {
+        Ok(options) => options,
+        Err(e) => {
+            eprintln!("geobatch: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
     let id = match pipeline.submit(None, inputs, options).await {
         Ok(id) => id,
         Err(e) if e.is_input_error() => {
@@ -304,8 +379,18 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
         }
         Err(e) => return Err(e.into()),
     };
-    let bar = (!args.no_progress).then(|| progress_bar(pipeline.clone(), id.clone()));
-    let job = pipeline.wait_finished(&id).await?;
+    report_when_finished(&pipeline, &id, started, !args.no_progress).await
+}
+
+/// Waits for the job, then says where its workbook is (exit 0) or why it failed (exit 1).
+async fn report_when_finished(
+    pipeline: &Arc<Pipeline>,
+    id: &str,
+    started: Instant,
+    progress: bool,
+) -> anyhow::Result<ExitCode> {
+    let bar = progress.then(|| progress_bar(pipeline.clone(), id.to_string()));
+    let job = pipeline.wait_finished(id).await?;
     if let Some(bar) = bar {
         bar.abort();
     }
@@ -316,12 +401,12 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
         );
         return Ok(ExitCode::from(1));
     }
-    let sheets = pipeline.store().sheets(&id).await?;
+    let sheets = pipeline.store().sheets(id).await?;
     let ok: u64 = sheets.iter().map(|s| s.rows_ok).sum();
     let failed: u64 = sheets.iter().map(|s| s.rows_failed).sum();
     println!(
         "{}: {} rows ({} ok, {} error) in {} sheet(s), {:.1}s",
-        output.display(),
+        job.output_path.unwrap_or_default(),
         ok + failed,
         ok,
         failed,
@@ -332,8 +417,14 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
 }
 
 impl JobArgs {
-    fn into_options(self, output: Option<PathBuf>) -> JobOptions {
-        JobOptions {
+    /// The job's options; the template file is read here (its content goes with the job).
+    fn into_options(self, output: Option<PathBuf>) -> Result<JobOptions, String> {
+        let lookup_template = self
+            .lookup_template
+            .as_deref()
+            .map(TemplateConfig::from_file)
+            .transpose()?;
+        Ok(JobOptions {
             from: self.from,
             to: Some(self.to),
             read: ReadOptions {
@@ -345,7 +436,12 @@ impl JobArgs {
             sheet_by: self.sheet_by,
             engine: Some(self.engine),
             output,
-        }
+            lookup: self.lookup,
+            rate: self.rate,
+            daily_quota: self.daily_quota,
+            cache_ttl: self.cache_ttl,
+            lookup_template,
+        })
     }
 }
 

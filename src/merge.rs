@@ -38,7 +38,10 @@ pub enum MergeError {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct MergeSummary {
     pub rows: u64,
+    /// `ok` and `no_result` rows.
     pub ok: u64,
+    /// Of `ok`: the provider knows no address there.
+    pub no_result: u64,
     pub failed: u64,
 }
 
@@ -122,6 +125,8 @@ struct SheetOut {
     started: bool,
     next_row: u32,
     columns: u16,
+    /// How many of `columns` are ours (after the input's).
+    extra: u16,
 }
 
 fn write_workbook(
@@ -144,6 +149,7 @@ fn write_workbook(
             started: false,
             next_row: 1,
             columns: 0,
+            extra: 0,
         });
     }
     let summary_index = outs.len();
@@ -169,10 +175,11 @@ fn write_workbook(
     }
     let mut error_row: u32 = 1;
 
-    let new_columns: Vec<[String; 4]> = plan
+    let lookup = plan.options.lookup.is_some();
+    let new_columns: Vec<Vec<String>> = plan
         .inputs
         .iter()
-        .map(|f| new_column_names(&f.layout.headers, &plan.target))
+        .map(|f| new_column_names(&f.layout.headers, &plan.target, lookup))
         .collect();
 
     let mut summary = MergeSummary::default();
@@ -229,6 +236,9 @@ fn write_workbook(
                 error_row += 1;
             } else {
                 summary.ok += 1;
+                if matches!(result.outcome, Outcome::Located { address: None, .. }) {
+                    summary.no_result += 1;
+                }
             }
             let out = &mut outs[out_index];
             out.file.get_or_insert(file_index);
@@ -281,27 +291,39 @@ fn write_workbook(
     Ok(summary)
 }
 
-/// `lon`/`lat` (or `x_<EPSG>`/`y_<EPSG>`), `status`, `error`; `_geobatch` on a clash.
-fn new_column_names(headers: &[String], target: &CrsInfo) -> [String; 4] {
+/// The address columns of a lookup job, between the position and `status`.
+const ADDRESS_COLUMNS: [&str; 3] = ["address", "road_address", "building_name"];
+
+/// `lon`/`lat` (or `x_<EPSG>`/`y_<EPSG>`), for a lookup job `address`, `road_address`,
+/// `building_name`, then `status`, `error`; `_geobatch` on a clash.
+fn new_column_names(headers: &[String], target: &CrsInfo, lookup: bool) -> Vec<String> {
     let (x, y) = if target.geographic {
         ("lon".to_string(), "lat".to_string())
     } else {
         (format!("x_{}", target.epsg), format!("y_{}", target.epsg))
     };
-    [x, y, "status".to_string(), "error".to_string()].map(|name| {
-        if headers.iter().any(|h| h.trim().eq_ignore_ascii_case(&name)) {
-            format!("{name}_geobatch")
-        } else {
-            name
-        }
-    })
+    let mut names = vec![x, y];
+    if lookup {
+        names.extend(ADDRESS_COLUMNS.map(String::from));
+    }
+    names.extend(["status".to_string(), "error".to_string()]);
+    names
+        .into_iter()
+        .map(|name| {
+            if headers.iter().any(|h| h.trim().eq_ignore_ascii_case(&name)) {
+                format!("{name}_geobatch")
+            } else {
+                name
+            }
+        })
+        .collect()
 }
 
 fn start_sheet(
     ws: &mut Worksheet,
     out: &mut SheetOut,
     inputs: &[MergeFile],
-    new_columns: &[[String; 4]],
+    new_columns: &[Vec<String>],
     bold: &Format,
 ) -> Result<(), MergeError> {
     let file = out.file.unwrap_or(0);
@@ -320,7 +342,12 @@ fn start_sheet(
     let n = headers.len();
     widths[n] = widths[n].max(12);
     widths[n + 1] = widths[n + 1].max(12);
-    widths[n + 3] = widths[n + 3].max(30);
+    // The error column and any address columns are wide text.
+    for w in &mut widths[n + 2..n + extra.len() - 2] {
+        *w = (*w).max(30);
+    }
+    let last = widths.len() - 1;
+    widths[last] = widths[last].max(30);
     for (col, w) in widths.iter().enumerate() {
         ws.set_column_width(col as u16, (*w as f64 + 2.0).clamp(6.0, 60.0))?;
     }
@@ -329,6 +356,7 @@ fn start_sheet(
     }
     ws.set_freeze_panes(1, 0)?;
     out.columns = (headers.len() + extra.len()) as u16;
+    out.extra = extra.len() as u16;
     out.started = true;
     for (fields, outcome) in std::mem::take(&mut out.pending) {
         write_data_row(ws, out, &fields, &outcome)?;
@@ -350,16 +378,32 @@ fn write_data_row(
         }
     }
     // New columns sit after the header's columns even when a ragged row is shorter or longer.
-    let base = out.columns - 4;
+    let base = out.columns - out.extra;
+    let status = out.columns - 2;
     match outcome {
         Outcome::Point { x, y } => {
             ws.write_number(row, base, *x)?;
             ws.write_number(row, base + 1, *y)?;
-            ws.write_string(row, base + 2, "ok")?;
+            ws.write_string(row, status, "ok")?;
+        }
+        Outcome::Located { x, y, address } => {
+            ws.write_number(row, base, *x)?;
+            ws.write_number(row, base + 1, *y)?;
+            let a = address.clone().unwrap_or_default();
+            for (i, value) in [a.address, a.road_address, a.building_name]
+                .iter()
+                .enumerate()
+            {
+                if let Some(v) = value.as_deref().filter(|v| !v.is_empty()) {
+                    ws.write_string(row, base + 2 + i as u16, clip(v))?;
+                }
+            }
+            let text = if address.is_some() { "ok" } else { "no_result" };
+            ws.write_string(row, status, text)?;
         }
         Outcome::Failed { reason, .. } => {
-            ws.write_string(row, base + 2, "error")?;
-            ws.write_string(row, base + 3, clip(reason))?;
+            ws.write_string(row, status, "error")?;
+            ws.write_string(row, status + 1, clip(reason))?;
         }
     }
     out.next_row += 1;
@@ -417,7 +461,29 @@ fn write_summary(
         job.operation.clone().unwrap_or_default(),
     ));
     rows.push(("rows".into(), counts.rows.to_string()));
-    rows.push(("rows ok".into(), counts.ok.to_string()));
+    if let Some(provider) = plan.options.lookup {
+        let rate = plan
+            .options
+            .rate
+            .unwrap_or_else(|| provider.default_rate_per_sec());
+        rows.push(("address lookup".into(), provider.to_string()));
+        rows.push((
+            "lookup rate".into(),
+            format!("{rate} requests/s (whole cluster)"),
+        ));
+        if let Some(q) = plan.options.daily_quota {
+            rows.push(("lookup daily quota".into(), format!("{q} requests")));
+        }
+        rows.push(("lookup requests".into(), job.lookup_requests.to_string()));
+        rows.push((
+            "lookup cache hits".into(),
+            job.lookup_cache_hits.to_string(),
+        ));
+        rows.push(("rows ok".into(), (counts.ok - counts.no_result).to_string()));
+        rows.push(("rows no_result".into(), counts.no_result.to_string()));
+    } else {
+        rows.push(("rows ok".into(), counts.ok.to_string()));
+    }
     rows.push(("rows error".into(), counts.failed.to_string()));
     for s in &plan.sheets {
         rows.push((
@@ -504,10 +570,27 @@ mod tests {
         let crs = |code| CrsInfo::from(crate::convert::crs::Crs::from_code(code).unwrap());
         let headers = vec!["name".to_string(), "LON".to_string(), "status".to_string()];
         assert_eq!(
-            new_column_names(&headers, &crs("EPSG:4326")),
+            new_column_names(&headers, &crs("EPSG:4326"), false),
             ["lon_geobatch", "lat", "status_geobatch", "error"].map(String::from)
         );
-        assert_eq!(new_column_names(&headers, &crs("EPSG:5186"))[0], "x_5186");
+        assert_eq!(
+            new_column_names(&headers, &crs("EPSG:5186"), false)[0],
+            "x_5186"
+        );
+        let headers = vec!["Address".to_string(), "lat".to_string()];
+        assert_eq!(
+            new_column_names(&headers, &crs("EPSG:4326"), true),
+            [
+                "lon",
+                "lat_geobatch",
+                "address_geobatch",
+                "road_address",
+                "building_name",
+                "status",
+                "error"
+            ]
+            .map(String::from)
+        );
     }
 
     #[test]

@@ -113,6 +113,48 @@ pub async fn render(pipeline: &Pipeline) -> String {
         "Workbooks written.",
         &c.jobs_merged,
     );
+    counter(
+        &mut out,
+        "geobatch_lookup_cache_hits_total",
+        "Rows whose address came from the lookup cache.",
+        &c.lookup_cache_hits,
+    );
+    let stats = pipeline.lookup_stats();
+    for (name, help, get) in [
+        (
+            "geobatch_lookup_requests_total",
+            "Requests sent to the address provider (retries included).",
+            (|s| s.requests) as fn(&crate::lookup::LookupStats) -> u64,
+        ),
+        ("geobatch_lookup_retries_total", "Lookup retries.", |s| {
+            s.retries
+        }),
+        (
+            "geobatch_lookup_rate_limited_total",
+            "HTTP 429 answers from the address provider.",
+            |s| s.rate_limited,
+        ),
+        (
+            "geobatch_lookup_server_errors_total",
+            "5xx answers from the address provider.",
+            |s| s.server_errors,
+        ),
+        (
+            "geobatch_lookup_timeouts_total",
+            "Lookups that timed out.",
+            |s| s.timeouts,
+        ),
+        (
+            "geobatch_lookup_circuit_opens_total",
+            "Times the address provider's circuit breaker opened.",
+            |s| s.circuit_opens,
+        ),
+    ] {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+        for (provider, s) in &stats {
+            let _ = writeln!(out, "{name}{{provider=\"{provider}\"}} {}", get(s));
+        }
+    }
     c.transform_seconds.render(
         "geobatch_transform_seconds",
         "Time to convert one row batch.",

@@ -23,7 +23,15 @@ use crate::bus::{
 use crate::convert::crs::{Crs, CrsError};
 use crate::convert::{epsg_of, EngineError, EngineKind, JobPlan};
 use crate::intake::{self, CsvSource, IntakeError, Layout, ReadOptions};
+use crate::lookup::{
+    ConfigError, LocalBudget, Lookup, LookupConfig, LookupEnv, Provider, TemplateConfig,
+};
 use crate::merge::{self, MergeError};
+mod lookup_step;
+
+pub use lookup_step::{DeadLetter, DLQ_TOPIC};
+use lookup_step::{Halt, JobLookup, Looked};
+
 use crate::store::{
     JobFile, JobRecord, JobState, NewJob, Outcome, ResultStore, RowResult, StoreError,
 };
@@ -71,6 +79,10 @@ pub enum JobError {
     Io(#[from] std::io::Error),
     #[error("job {0} not found")]
     NotFound(String),
+    #[error(transparent)]
+    Lookup(#[from] ConfigError),
+    #[error("job {id} is {state}: only a finished job (done or failed) can be retried")]
+    NotFinished { id: String, state: &'static str },
 }
 
 impl JobError {
@@ -84,6 +96,7 @@ impl JobError {
                 | JobError::SourceCrsNeeded { .. }
                 | JobError::NoInput
         ) || matches!(self, JobError::Engine(e) if e.is_input_error())
+            || matches!(self, JobError::Lookup(e) if !matches!(e, ConfigError::Client(_)))
     }
 }
 
@@ -98,7 +111,20 @@ pub struct JobOptions {
     pub engine: Option<String>,
     /// Where the workbook goes; None: `<data dir>/results/<job>.xlsx`.
     pub output: Option<PathBuf>,
+    /// Address lookup of every converted point at this provider.
+    pub lookup: Option<Provider>,
+    /// The provider's budget for the whole cluster, requests/s (None: the provider's default).
+    pub rate: Option<f64>,
+    /// Requests per UTC day for the whole cluster.
+    pub daily_quota: Option<u64>,
+    /// Seconds a cached address stays fresh (None: `DEFAULT_CACHE_TTL_SECS`).
+    pub cache_ttl: Option<u64>,
+    /// The provider description of `--lookup template` (read from `--lookup-template`).
+    pub lookup_template: Option<TemplateConfig>,
 }
+
+/// A cached address is fresh for 30 days unless `--cache-ttl` says otherwise.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
 
 impl JobOptions {
     /// The target CRS as given (EPSG:4326 when not).
@@ -109,6 +135,53 @@ impl JobOptions {
     /// The target CRS in the builtin engine.
     pub fn target(&self) -> Result<Crs, CrsError> {
         Crs::from_code(self.target_code())
+    }
+
+    pub fn cache_ttl_secs(&self) -> u64 {
+        self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS)
+    }
+
+    /// The lookup this job asks for, configured with this process's keys and base URLs;
+    /// None for a job without `--lookup`. Every inconsistency is an error here.
+    pub fn lookup_config(&self, env: &LookupEnv) -> Result<Option<LookupConfig>, ConfigError> {
+        let Some(provider) = self.lookup else {
+            let stray = [
+                ("--rate", self.rate.is_some()),
+                ("--daily-quota", self.daily_quota.is_some()),
+                ("--cache-ttl", self.cache_ttl.is_some()),
+                ("--lookup-template", self.lookup_template.is_some()),
+            ];
+            return match stray.into_iter().find(|(_, set)| *set) {
+                Some((flag, _)) => Err(ConfigError::NeedsLookup(flag)),
+                None => Ok(None),
+            };
+        };
+        let mut cfg = LookupConfig::new(provider);
+        if let Some(rate) = self.rate {
+            if !(rate.is_finite() && rate > 0.0) {
+                return Err(ConfigError::BadRate(rate));
+            }
+            cfg.rate_per_sec = rate;
+        }
+        cfg.daily_quota = self.daily_quota;
+        cfg.base_url = env.base_url(provider);
+        cfg.key = if provider.needs_key() {
+            Some(env.required_key(provider)?)
+        } else {
+            env.key(provider)?
+        };
+        match (provider, &self.lookup_template) {
+            (Provider::Template, Some(t)) => {
+                if t.uses_key() && cfg.key.is_none() {
+                    env.required_key(provider)?;
+                }
+                cfg.template = Some(t.clone());
+            }
+            (Provider::Template, None) => return Err(ConfigError::MissingTemplate),
+            (_, Some(_)) => return Err(ConfigError::TemplateNotUsed),
+            (_, None) => {}
+        }
+        Ok(Some(cfg))
     }
 }
 
@@ -137,6 +210,8 @@ pub struct Settings {
     pub batch_rows: usize,
     /// Data rows per worksheet before a sheet is split (Excel's limit unless testing).
     pub sheet_max_rows: u64,
+    /// Address-lookup keys and base URLs of this process.
+    pub lookup_env: LookupEnv,
 }
 
 impl Settings {
@@ -155,6 +230,7 @@ impl Settings {
             delete_topics: true,
             batch_rows: 1000,
             sheet_max_rows: EXCEL_MAX_DATA_ROWS,
+            lookup_env: LookupEnv::default(),
         }
     }
 }
@@ -170,6 +246,8 @@ pub struct Counters {
     pub rows_skipped: AtomicU64,
     pub batches: AtomicU64,
     pub jobs_merged: AtomicU64,
+    /// Rows whose address came from the lookup cache (or an identical point in the batch).
+    pub lookup_cache_hits: AtomicU64,
     pub transform_seconds: crate::metrics::Histogram,
 }
 
@@ -186,6 +264,18 @@ pub struct Pipeline {
     /// and only those (newer ones already have their own intake).
     opened_ms: i64,
     lag: ConsumerLag,
+    /// One lookup per provider and budget, shared by every worker task of this process.
+    lookups: std::sync::Mutex<HashMap<String, Arc<Lookup>>>,
+    /// Lookups in flight in this process, shared by every worker task.
+    in_flight: Arc<lookup_step::InFlight>,
+    /// The dead-letter topic exists (created once per process).
+    dlq_created: tokio::sync::OnceCell<()>,
+}
+
+/// What a worker keeps about a job it is working on.
+struct WorkerJob {
+    plan: JobPlan,
+    lookup: Option<JobLookup>,
 }
 
 impl Pipeline {
@@ -219,6 +309,9 @@ impl Pipeline {
             counters: Counters::default(),
             opened_ms: crate::store::now_ms(),
             lag: ConsumerLag::default(),
+            lookups: Default::default(),
+            in_flight: Default::default(),
+            dlq_created: Default::default(),
         });
         let config = pipeline.settings.bus.clone();
         tokio::spawn(async move {
@@ -248,6 +341,25 @@ impl Pipeline {
 
     pub fn consumer_lag(&self) -> &ConsumerLag {
         &self.lag
+    }
+
+    /// This process's lookup counters, summed per provider.
+    pub fn lookup_stats(&self) -> Vec<(Provider, crate::lookup::LookupStats)> {
+        let lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per: HashMap<Provider, crate::lookup::LookupStats> = HashMap::new();
+        for l in lookups.values() {
+            let (s, sum) = (l.stats(), per.entry(l.provider()).or_default());
+            sum.requests += s.requests;
+            sum.retries += s.retries;
+            sum.rate_limited += s.rate_limited;
+            sum.server_errors += s.server_errors;
+            sum.timeouts += s.timeouts;
+            sum.connect_errors += s.connect_errors;
+            sum.circuit_opens += s.circuit_opens;
+        }
+        let mut out: Vec<_> = per.into_iter().collect();
+        out.sort_by_key(|(p, _)| p.as_str());
+        out
     }
 
     /// The bus, once it is up.
@@ -292,7 +404,8 @@ impl Pipeline {
         let id = id.unwrap_or_else(new_job_id);
         let prepared = {
             let (inputs, options) = (inputs.clone(), options.clone());
-            tokio::task::spawn_blocking(move || prepare(&inputs, &options))
+            let env = self.settings.lookup_env.clone();
+            tokio::task::spawn_blocking(move || prepare(&inputs, &options, &env))
                 .await
                 .map_err(|e| JobError::Io(std::io::Error::other(e)))??
         };
@@ -513,7 +626,7 @@ impl Pipeline {
             .subscribe(&[ROW_TOPIC_PATTERN])
             .map_err(BusError::from)?;
         tracing::info!(worker = n, "worker subscribed to {ROW_TOPIC_PATTERN}");
-        let mut plans: HashMap<String, Option<Arc<JobPlan>>> = HashMap::new();
+        let mut plans: HashMap<String, Option<Arc<WorkerJob>>> = HashMap::new();
         loop {
             let first = match consumer.recv().await {
                 Ok(m) => m.detach(),
@@ -536,7 +649,7 @@ impl Pipeline {
             }
             let mut offsets: HashMap<(String, i32), i64> = HashMap::new();
             for m in &messages {
-                self.handle_message(m.topic(), m.payload(), &mut plans)
+                self.handle_message(bus, m.topic(), m.payload(), &mut plans)
                     .await?;
                 let slot = offsets
                     .entry((m.topic().to_string(), m.partition()))
@@ -557,9 +670,10 @@ impl Pipeline {
 
     async fn handle_message(
         &self,
+        bus: &Bus,
         topic: &str,
         payload: Option<&[u8]>,
-        plans: &mut HashMap<String, Option<Arc<JobPlan>>>,
+        plans: &mut HashMap<String, Option<Arc<WorkerJob>>>,
     ) -> Result<(), JobError> {
         let Some(sheet_topic) = SheetTopic::parse(topic) else {
             tracing::warn!(topic, "message on a topic that is not a row topic; skipped");
@@ -577,7 +691,7 @@ impl Pipeline {
             let plan = self.plan_for(job).await?;
             plans.insert(job.clone(), plan.map(Arc::new));
         }
-        let Some(plan) = plans.get(job).cloned().flatten() else {
+        let Some(work) = plans.get(job).cloned().flatten() else {
             // A deleted or finished job: nothing to do, and nothing to redeliver.
             return Ok(());
         };
@@ -605,8 +719,16 @@ impl Pipeline {
         // A database that fails (PostGIS, the store) never turns rows into error rows: the
         // batch is retried until it goes through, its offsets uncommitted meanwhile.
         let started = std::time::Instant::now();
-        let results = until_ok(job, "convert the batch", || plan.convert(&todo)).await;
+        let results = until_ok(job, "convert the batch", || work.plan.convert(&todo)).await;
         self.counters.transform_seconds.observe(started.elapsed());
+        let results = match &work.lookup {
+            None => results,
+            Some(lookup) => match self.look_up(bus, job, batch.sheet, lookup, results).await? {
+                Some(results) => results,
+                // The job failed meanwhile: nothing to store, nothing to redeliver.
+                None => return Ok(()),
+            },
+        };
         let failed = results
             .iter()
             .filter(|r| matches!(r.outcome, Outcome::Failed { .. }))
@@ -625,7 +747,7 @@ impl Pipeline {
         Ok(())
     }
 
-    async fn plan_for(&self, id: &str) -> Result<Option<JobPlan>, JobError> {
+    async fn plan_for(&self, id: &str) -> Result<Option<WorkerJob>, JobError> {
         let Some(job) = self.store.job(id).await? else {
             return Ok(None);
         };
@@ -634,7 +756,141 @@ impl Pipeline {
         }
         let options: JobOptions = serde_json::from_str(&job.options)
             .map_err(|e| JobError::Io(std::io::Error::other(e)))?;
-        Ok(Some(self.job_plan(&job, &options).await?))
+        let plan = self.job_plan(&job, &options).await?;
+        let lookup = match self.job_lookup(&options) {
+            Ok(lookup) => lookup,
+            // This worker cannot look addresses up (its environment lacks the key): the job
+            // cannot finish as asked.
+            Err(e) => {
+                let msg = format!("worker process {}: {e}", std::process::id());
+                tracing::error!(job = %id, "{msg}");
+                self.store
+                    .set_state(id, JobState::Failed, Some(&msg))
+                    .await?;
+                self.bump();
+                return Ok(None);
+            }
+        };
+        Ok(Some(WorkerJob { plan, lookup }))
+    }
+
+    /// The job's lookup with this process's keys; the `Lookup` itself is shared by every job
+    /// with the same provider and budget (its pacing and circuit are the process's).
+    fn job_lookup(&self, options: &JobOptions) -> Result<Option<JobLookup>, JobError> {
+        let Some(cfg) = options.lookup_config(&self.settings.lookup_env)? else {
+            return Ok(None);
+        };
+        let provider = cfg.provider;
+        let daily_quota = cfg.daily_quota;
+        let identity =
+            serde_json::to_string(&(provider, cfg.rate_per_sec, cfg.daily_quota, &cfg.template))
+                .expect("lookup identity serializes");
+        let lookup = {
+            let mut lookups = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
+            match lookups.get(&identity) {
+                Some(l) => l.clone(),
+                None => {
+                    let gate: Arc<dyn crate::lookup::BudgetGate> = Arc::new(self.store.clone());
+                    let l = Arc::new(Lookup::new(cfg, gate)?);
+                    lookups.insert(identity, l.clone());
+                    l
+                }
+            }
+        };
+        let target = options.target()?;
+        let wgs84 = Crs::from_code("EPSG:4326")?;
+        Ok(Some(JobLookup {
+            in_flight: self.in_flight.clone(),
+            lookup,
+            provider,
+            daily_quota,
+            ttl_ms: options
+                .cache_ttl_secs()
+                .saturating_mul(1000)
+                .min(i64::MAX as u64) as i64,
+            to_wgs84: (target.epsg() != wgs84.epsg())
+                .then(|| crate::convert::crs::Transform::new(target, wgs84)),
+        }))
+    }
+
+    /// Looks up the batch's points until that can be done: waits out an open circuit or a spent
+    /// daily quota (the job shows `paused`), fails the job on a refused key (None). Rows whose
+    /// lookup failed for good go to the dead-letter topic.
+    async fn look_up(
+        &self,
+        bus: &Bus,
+        job: &str,
+        sheet: u32,
+        lookup: &JobLookup,
+        results: Vec<RowResult>,
+    ) -> Result<Option<Vec<RowResult>>, JobError> {
+        let mut unavailable_delay = Duration::from_millis(200);
+        loop {
+            // Another worker may have failed the job (a refused key): send nothing more for it.
+            let state = self.store.job(job).await?.map(|j| j.state);
+            if state.is_none_or(|s| s.is_finished()) {
+                return Ok(None);
+            }
+            match lookup.apply(&self.store, job, sheet, &results).await {
+                Ok(Looked {
+                    results,
+                    dead_letters,
+                    requests,
+                    cache_hits,
+                }) => {
+                    until_ok(job, "count lookups", || {
+                        self.store.add_lookup_counts(job, requests, cache_hits)
+                    })
+                    .await;
+                    self.counters
+                        .lookup_cache_hits
+                        .fetch_add(cache_hits, Ordering::Relaxed);
+                    for letter in &dead_letters {
+                        self.dead_letter(bus, letter).await;
+                    }
+                    return Ok(Some(results));
+                }
+                Err(Halt::InvalidKey(msg)) => {
+                    tracing::error!(job, "{msg}");
+                    self.store
+                        .set_state(job, JobState::Failed, Some(&msg))
+                        .await?;
+                    self.bump();
+                    return Ok(None);
+                }
+                Err(Halt::Quota { resets_at_ms }) => {
+                    let msg = lookup.quota_message(resets_at_ms);
+                    tracing::warn!(job, "{msg}");
+                    self.store.pause(job, &msg).await?;
+                    self.bump();
+                    let wait = (resets_at_ms - crate::store::now_ms()).max(0) as u64;
+                    tokio::time::sleep(Duration::from_millis(wait)).await;
+                    self.store.unpause(job).await?;
+                    self.bump();
+                }
+                Err(Halt::Unavailable(reason)) => {
+                    tracing::warn!(job, "address lookups wait: {reason}");
+                    while lookup.lookup.circuit_open() {
+                        tokio::time::sleep(Duration::from_millis(200)).await;
+                    }
+                    tokio::time::sleep(unavailable_delay).await;
+                    unavailable_delay = (unavailable_delay * 2).min(Duration::from_secs(10));
+                }
+            }
+        }
+    }
+
+    /// Publishes a row whose lookup failed for good to `geobatch.dlq` (no key in it: the
+    /// reasons are scrubbed by the lookup).
+    async fn dead_letter(&self, bus: &Bus, letter: &DeadLetter) {
+        let payload = serde_json::to_vec(letter).expect("dead letter serializes");
+        until_ok(&letter.job, "publish to the dead-letter topic", || async {
+            self.dlq_created
+                .get_or_try_init(|| bus.create_topic_named(DLQ_TOPIC))
+                .await?;
+            bus.send(DLQ_TOPIC, letter.job.as_bytes(), &payload).await
+        })
+        .await;
     }
 
     async fn job_plan(&self, job: &JobRecord, options: &JobOptions) -> Result<JobPlan, JobError> {
@@ -754,7 +1010,7 @@ impl Pipeline {
                     continue;
                 }
                 // A persistent broker still holds the published rows.
-                JobState::Running if !embedded => continue,
+                JobState::Running | JobState::Paused if !embedded => continue,
                 _ => {}
             }
             tracing::info!(job = %job.id, state = job.state.as_str(), "resuming unfinished job");
@@ -762,6 +1018,28 @@ impl Pipeline {
         }
         self.bump();
         Ok(())
+    }
+
+    /// Re-drives a finished job: its `error` rows lose their results and the job runs again
+    /// (intake publishes every row without a result, so rows a failed job never reached go
+    /// too). Returns how many error rows are retried.
+    pub async fn retry(self: &Arc<Self>, id: &str) -> Result<u64, JobError> {
+        let job = self
+            .store
+            .job(id)
+            .await?
+            .ok_or_else(|| JobError::NotFound(id.to_string()))?;
+        if !job.state.is_finished() {
+            return Err(JobError::NotFinished {
+                id: id.to_string(),
+                state: job.state.as_str(),
+            });
+        }
+        let rows = self.store.reset_failed_rows(id).await?;
+        tracing::info!(job = %id, rows, "retrying the job's error rows");
+        self.bump();
+        self.spawn_intake(id.to_string());
+        Ok(rows)
     }
 
     /// Waits until the job is done or failed.
@@ -852,9 +1130,18 @@ struct Prepared {
 }
 
 /// Everything that can be wrong with the input or options, found before the job is accepted.
-fn prepare(inputs: &[JobInput], options: &JobOptions) -> Result<Prepared, JobError> {
+fn prepare(
+    inputs: &[JobInput],
+    options: &JobOptions,
+    env: &LookupEnv,
+) -> Result<Prepared, JobError> {
     if inputs.is_empty() {
         return Err(JobError::NoInput);
+    }
+    // The whole lookup configuration (key present, template valid, base URL usable) is
+    // checked by building one; the workers build theirs from their own environment.
+    if let Some(cfg) = options.lookup_config(env)? {
+        Lookup::new(cfg, Arc::new(LocalBudget::new()))?;
     }
     // The builtin engine knows its CRSs here; PostGIS's are checked when the plan is made.
     let engine = EngineKind::parse(options.engine.as_deref())?;
@@ -1077,6 +1364,63 @@ mod tests {
             layout: None,
             rows: None,
         }
+    }
+
+    #[test]
+    fn lookup_options_are_checked_against_this_process() {
+        let env = LookupEnv::default();
+        let opts = |f: &dyn Fn(&mut JobOptions)| {
+            let mut o = JobOptions::default();
+            f(&mut o);
+            o
+        };
+        assert!(opts(&|_| {}).lookup_config(&env).unwrap().is_none());
+        let err = opts(&|o| o.rate = Some(5.0))
+            .lookup_config(&env)
+            .unwrap_err();
+        assert_eq!(err.to_string(), "--rate needs --lookup");
+        let kakao = opts(&|o| {
+            o.lookup = Some(Provider::Kakao);
+            o.rate = Some(4.0);
+            o.daily_quota = Some(100);
+        });
+        let err = kakao.lookup_config(&env).unwrap_err().to_string();
+        assert!(err.contains("KAKAO_REST_API_KEY"), "{err}");
+        let env = LookupEnv {
+            kakao_key: Some(crate::lookup::Secret::new("K")),
+            kakao_base_url: Some("http://127.0.0.1:9".into()),
+            ..LookupEnv::default()
+        };
+        let cfg = kakao.lookup_config(&env).unwrap().unwrap();
+        assert_eq!(cfg.rate_per_sec, 4.0);
+        assert_eq!(cfg.daily_quota, Some(100));
+        assert_eq!(cfg.base_url.as_deref(), Some("http://127.0.0.1:9"));
+        assert_eq!(cfg.key.as_ref().map(|k| k.expose()), Some("K"));
+        // The key never goes with the job.
+        let json = serde_json::to_string(&kakao).unwrap();
+        assert!(!json.contains("\"K\""), "{json}");
+        assert_eq!(serde_json::from_str::<JobOptions>(&json).unwrap(), kakao);
+        let err = opts(&|o| o.lookup = Some(Provider::Template))
+            .lookup_config(&env)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::MissingTemplate));
+        let err = opts(&|o| o.rate = Some(0.0))
+            .lookup_config(&env)
+            .unwrap_err();
+        assert!(matches!(err, ConfigError::NeedsLookup("--rate")));
+        let err = opts(&|o| {
+            o.lookup = Some(Provider::Nominatim);
+            o.rate = Some(-1.0);
+        })
+        .lookup_config(&env)
+        .unwrap_err();
+        assert!(matches!(err, ConfigError::BadRate(_)));
+        // Options stored before lookups existed still read.
+        let old: JobOptions = serde_json::from_str(
+            r#"{"from":"EPSG:5174","to":null,"sheet_by":null,"engine":null,"output":null}"#,
+        )
+        .unwrap();
+        assert!(old.lookup.is_none());
     }
 
     #[test]

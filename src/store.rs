@@ -9,6 +9,7 @@
 //! written with `$1`-style parameters, which sqlx's SQLite driver reads as well. Only the bulk
 //! insert of results differs (multi-row `VALUES` for SQLite, `UNNEST` arrays for PostgreSQL).
 
+use std::collections::HashMap;
 use std::path::Path;
 use std::str::FromStr;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -20,6 +21,9 @@ use sqlx::sqlite::{
     SqliteSynchronous,
 };
 use sqlx::{QueryBuilder, SqlitePool};
+
+use crate::lookup::budget::{BoxFuture, BudgetError, BudgetGate, Slot, DAY_MS};
+use crate::lookup::{Address, LookupOutcome};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -45,6 +49,8 @@ pub enum JobState {
     Publishing,
     /// Every row is published; workers are converting.
     Running,
+    /// Waiting for the address provider's daily quota to reset (the message says until when).
+    Paused,
     /// Every row is resolved; the workbook is being written.
     Merging,
     Done,
@@ -57,6 +63,7 @@ impl JobState {
             JobState::Accepted => "accepted",
             JobState::Publishing => "publishing",
             JobState::Running => "running",
+            JobState::Paused => "paused",
             JobState::Merging => "merging",
             JobState::Done => "done",
             JobState::Failed => "failed",
@@ -68,6 +75,7 @@ impl JobState {
             "accepted" => JobState::Accepted,
             "publishing" => JobState::Publishing,
             "running" => JobState::Running,
+            "paused" => JobState::Paused,
             "merging" => JobState::Merging,
             "done" => JobState::Done,
             "failed" => JobState::Failed,
@@ -109,6 +117,10 @@ pub struct JobRecord {
     pub published_ms: Option<i64>,
     pub resolved_ms: Option<i64>,
     pub finished_ms: Option<i64>,
+    /// Address lookups sent to the provider for this job (retries included).
+    pub lookup_requests: u64,
+    /// Rows whose address came from the cache (or from an identical point in the same batch).
+    pub lookup_cache_hits: u64,
 }
 
 #[derive(Clone, Debug, Serialize, PartialEq)]
@@ -128,6 +140,13 @@ pub enum Outcome {
         x: f64,
         y: f64,
     },
+    /// Converted and looked up (a lookup job): `address` None means the provider knows no
+    /// address there (status `no_result`).
+    Located {
+        x: f64,
+        y: f64,
+        address: Option<Address>,
+    },
     /// `column` None means the position as a whole (both coordinate columns); `raw` None means
     /// "the cells as read", which the merger takes from the input itself.
     Failed {
@@ -135,6 +154,13 @@ pub enum Outcome {
         raw: Option<String>,
         reason: String,
     },
+}
+
+impl Outcome {
+    /// Not an error: counted in a sheet's `rows_ok` (`ok` and `no_result`).
+    pub fn is_resolved_ok(&self) -> bool {
+        !matches!(self, Outcome::Failed { .. })
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -196,7 +222,8 @@ macro_rules! on_pool {
 }
 
 const JOB_COLUMNS: &str = "id, label, state, options, source_crs, operation, total_rows, message, \
-     output_path, created_ms, published_ms, resolved_ms, finished_ms";
+     output_path, created_ms, published_ms, resolved_ms, finished_ms, lookup_requests, \
+     lookup_cache_hits";
 
 /// True for the URLs that select the PostgreSQL backend.
 pub fn is_postgres_url(url: &str) -> bool {
@@ -311,6 +338,34 @@ impl ResultStore {
             .bind(state.as_str())
             .bind(message)
             .bind(now_ms())
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Marks a job paused with why and until when (only a job that is not finished).
+    pub async fn pause(&self, id: &str, message: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'paused', message = $1 \
+                 WHERE id = $2 AND state NOT IN ('done', 'failed')",
+            )
+            .bind(message)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// A paused job runs again (its pause message goes).
+    pub async fn unpause(&self, id: &str) -> Result<()> {
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET state = 'running', message = NULL WHERE id = $1 AND state = 'paused'",
+            )
             .bind(id)
             .execute(pool)
             .await?;
@@ -484,8 +539,8 @@ impl ResultStore {
     ) -> Result<Vec<StoredResult>> {
         let rows: Vec<ResultRow> = on_pool!(self, pool => {
             sqlx::query_as(
-                "SELECT seq, sheet_no, status, out_x, out_y, error_column, error_value, error \
-                 FROM results WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
+                "SELECT seq, sheet_no, status, out_x, out_y, error_column, error_value, error, \
+                 address, road_address, building_name FROM results WHERE job_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             )
             .bind(id)
             .bind(after.map(|a| a as i64).unwrap_or(-1))
@@ -596,6 +651,192 @@ impl ResultStore {
             .collect())
     }
 
+    /// Makes a finished job's `error` rows unresolved again (their results deleted, the sheet
+    /// counters recounted) and puts the job back to `accepted`; returns how many rows.
+    pub async fn reset_failed_rows(&self, id: &str) -> Result<u64> {
+        let reset = on_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let reset = sqlx::query("DELETE FROM results WHERE job_id = $1 AND status = 'error'")
+                .bind(id)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            sqlx::query(
+                "UPDATE sheets SET \
+                 rows_ok = (SELECT COUNT(*) FROM results r WHERE r.job_id = sheets.job_id \
+                            AND r.sheet_no = sheets.sheet_no AND r.status <> 'error'), \
+                 rows_failed = (SELECT COUNT(*) FROM results r WHERE r.job_id = sheets.job_id \
+                                AND r.sheet_no = sheets.sheet_no AND r.status = 'error') \
+                 WHERE job_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE jobs SET state = 'accepted', message = NULL, resolved_ms = NULL, \
+                 finished_ms = NULL WHERE id = $1",
+            )
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            reset
+        });
+        Ok(reset)
+    }
+
+    /// Adds to a job's lookup counters.
+    pub async fn add_lookup_counts(&self, id: &str, requests: u64, cache_hits: u64) -> Result<()> {
+        if requests + cache_hits == 0 {
+            return Ok(());
+        }
+        on_pool!(self, pool => {
+            sqlx::query(
+                "UPDATE jobs SET lookup_requests = lookup_requests + $1, \
+                 lookup_cache_hits = lookup_cache_hits + $2 WHERE id = $3",
+            )
+            .bind(requests as i64)
+            .bind(cache_hits as i64)
+            .bind(id)
+            .execute(pool)
+            .await?;
+        });
+        Ok(())
+    }
+
+    /// Cached answers of `provider` for these points (see [`CacheKey`]) fetched at or after
+    /// `fresh_since_ms`.
+    pub async fn cached_lookups(
+        &self,
+        provider: &str,
+        keys: &[CacheKey],
+        fresh_since_ms: i64,
+    ) -> Result<HashMap<CacheKey, LookupOutcome>> {
+        let mut found = HashMap::new();
+        for chunk in keys.chunks(CACHE_CHUNK) {
+            let rows: Vec<CacheRow> = on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new(
+                    "SELECT lon_e7, lat_e7, status, address, road_address, building_name \
+                     FROM lookup_cache WHERE provider = ",
+                );
+                qb.push_bind(provider)
+                    .push(" AND fetched_ms >= ")
+                    .push_bind(fresh_since_ms)
+                    .push(" AND (lon_e7, lat_e7) IN (");
+                let mut list = qb.separated(", ");
+                for k in chunk {
+                    list.push("(")
+                        .push_bind_unseparated(k.lon_e7)
+                        .push_unseparated(", ")
+                        .push_bind_unseparated(k.lat_e7)
+                        .push_unseparated(")");
+                }
+                qb.push(")");
+                qb.build_query_as().fetch_all(pool).await?
+            });
+            for r in rows {
+                let key = CacheKey {
+                    lon_e7: r.lon_e7,
+                    lat_e7: r.lat_e7,
+                };
+                let outcome = match r.status.as_str() {
+                    "no_result" => LookupOutcome::NoResult,
+                    _ => LookupOutcome::Found(Address {
+                        address: r.address,
+                        road_address: r.road_address,
+                        building_name: r.building_name,
+                    }),
+                };
+                found.insert(key, outcome);
+            }
+        }
+        Ok(found)
+    }
+
+    /// Caches answers of `provider` (a newer answer replaces an older one).
+    pub async fn cache_lookups(
+        &self,
+        provider: &str,
+        answers: &[(CacheKey, LookupOutcome)],
+    ) -> Result<()> {
+        let now = now_ms();
+        for chunk in answers.chunks(CACHE_CHUNK) {
+            on_pool!(self, pool => {
+                let mut qb = QueryBuilder::new(
+                    "INSERT INTO lookup_cache (provider, lon_e7, lat_e7, status, address, \
+                     road_address, building_name, fetched_ms) ",
+                );
+                qb.push_values(chunk, |mut b, (key, outcome)| {
+                    let (status, a) = match outcome {
+                        LookupOutcome::Found(a) => ("ok", a.clone()),
+                        LookupOutcome::NoResult => ("no_result", Address::default()),
+                    };
+                    b.push_bind(provider)
+                        .push_bind(key.lon_e7)
+                        .push_bind(key.lat_e7)
+                        .push_bind(status)
+                        .push_bind(a.address)
+                        .push_bind(a.road_address)
+                        .push_bind(a.building_name)
+                        .push_bind(now);
+                });
+                qb.push(
+                    " ON CONFLICT (provider, lon_e7, lat_e7) DO UPDATE SET status = excluded.status, \
+                     address = excluded.address, road_address = excluded.road_address, \
+                     building_name = excluded.building_name, fetched_ms = excluded.fetched_ms",
+                );
+                qb.build().execute(pool).await?;
+            });
+        }
+        Ok(())
+    }
+
+    /// One slot of `provider`'s budget, reserved in the database (the SQL of
+    /// `lookup::budget`): every process on this store shares the budget.
+    pub async fn reserve_budget_slot(
+        &self,
+        provider: &str,
+        interval_ms: f64,
+        daily_quota: Option<u64>,
+    ) -> Result<Result<Slot, BudgetError>> {
+        let quota = daily_quota.map(|q| q.min(i64::MAX as u64) as i64);
+        let update = match self.backend {
+            Backend::Sqlite(_) => BUDGET_UPDATE_SQLITE,
+            Backend::Postgres(_) => BUDGET_UPDATE_POSTGRES,
+        };
+        let reserved: Option<(f64, f64)> = on_pool!(self, pool => {
+            sqlx::query(
+                "INSERT INTO provider_budget (provider, tat_ms, seen_ms, day, used) \
+                 VALUES ($1, 0, 0, 0, 0) ON CONFLICT (provider) DO NOTHING",
+            )
+            .bind(provider)
+            .execute(pool)
+            .await?;
+            sqlx::query_as(update)
+                .bind(provider)
+                .bind(interval_ms.max(0.0))
+                .bind(quota)
+                .fetch_optional(pool)
+                .await?
+        });
+        if let Some((slot_ms, now_ms)) = reserved {
+            return Ok(Ok(Slot {
+                at_ms: slot_ms,
+                wait: Duration::from_secs_f64(((slot_ms - now_ms) / 1000.0).max(0.0)),
+            }));
+        }
+        // No row updated: today's quota is spent (the row's day is today).
+        let day: i64 = on_pool!(self, pool => {
+            sqlx::query_scalar("SELECT day FROM provider_budget WHERE provider = $1")
+                .bind(provider)
+                .fetch_one(pool)
+                .await?
+        });
+        Ok(Err(BudgetError::QuotaExhausted {
+            resets_at_ms: (day + 1) * DAY_MS,
+        }))
+    }
+
     pub async fn delete_job(&self, id: &str) -> Result<bool> {
         let gone = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
@@ -615,8 +856,83 @@ impl ResultStore {
     }
 }
 
-/// Results written by one statement at most (SQLite allows 32766 bound parameters, 8 a row).
-const INSERT_CHUNK: usize = 4000;
+/// The budget reservation (see `lookup::budget`): one statement, atomic in either database.
+const BUDGET_UPDATE_SQLITE: &str = "UPDATE provider_budget AS b \
+     SET used = CASE WHEN b.day = c.day THEN b.used + 1 ELSE 1 END, \
+         day = c.day, \
+         tat_ms = max(b.tat_ms, c.now_ms) + $2, \
+         seen_ms = c.now_ms \
+     FROM (SELECT now_ms, CAST(now_ms / 86400000 AS INTEGER) AS day \
+           FROM (SELECT (julianday('now') - 2440587.5) * 86400000.0 AS now_ms)) AS c \
+     WHERE b.provider = $1 AND ($3 IS NULL OR b.day <> c.day OR b.used < $3) \
+     RETURNING tat_ms - $2 AS slot_ms, seen_ms AS now_ms";
+
+const BUDGET_UPDATE_POSTGRES: &str = "UPDATE provider_budget AS b \
+     SET used = CASE WHEN b.day = c.day THEN b.used + 1 ELSE 1 END, \
+         day = c.day, \
+         tat_ms = GREATEST(b.tat_ms, c.now_ms) + $2, \
+         seen_ms = c.now_ms \
+     FROM (SELECT now_ms, floor(now_ms / 86400000)::bigint AS day \
+           FROM (SELECT (extract(epoch FROM clock_timestamp()) * 1000)::float8 AS now_ms) AS t) AS c \
+     WHERE b.provider = $1 AND ($3::bigint IS NULL OR b.day <> c.day OR b.used < $3) \
+     RETURNING b.tat_ms - $2 AS slot_ms, b.seen_ms AS now_ms";
+
+/// The budget of every provider kept in the store: shared by every process that opens it.
+impl BudgetGate for ResultStore {
+    fn reserve<'a>(
+        &'a self,
+        provider: &'a str,
+        interval_ms: f64,
+        daily_quota: Option<u64>,
+    ) -> BoxFuture<'a, Result<Slot, BudgetError>> {
+        Box::pin(async move {
+            match self
+                .reserve_budget_slot(provider, interval_ms, daily_quota)
+                .await
+            {
+                Ok(answer) => answer,
+                Err(e) => Err(BudgetError::Unavailable(e.to_string())),
+            }
+        })
+    }
+}
+
+/// A point as the lookup cache keys it: WGS84 degrees rounded to 1e-7 (about 1 cm).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct CacheKey {
+    pub lon_e7: i64,
+    pub lat_e7: i64,
+}
+
+impl CacheKey {
+    pub fn of(lon: f64, lat: f64) -> CacheKey {
+        CacheKey {
+            lon_e7: (lon * 1e7).round() as i64,
+            lat_e7: (lat * 1e7).round() as i64,
+        }
+    }
+
+    /// The rounded point, (lon, lat) in degrees.
+    pub fn degrees(self) -> (f64, f64) {
+        (self.lon_e7 as f64 / 1e7, self.lat_e7 as f64 / 1e7)
+    }
+}
+
+/// Points per cache statement (two parameters each).
+const CACHE_CHUNK: usize = 1000;
+
+#[derive(sqlx::FromRow)]
+struct CacheRow {
+    lon_e7: i64,
+    lat_e7: i64,
+    status: String,
+    address: Option<String>,
+    road_address: Option<String>,
+    building_name: Option<String>,
+}
+
+/// Results written by one statement at most (SQLite allows 32766 bound parameters, 12 a row).
+const INSERT_CHUNK: usize = 2500;
 
 /// The one write whose SQL differs between the backends: a bulk insert of results that skips
 /// rows already stored and says how many of each kind it added.
@@ -641,13 +957,14 @@ impl InsertResults for SqliteConnection {
         for want_ok in [true, false] {
             let subset: Vec<&RowResult> = rows
                 .iter()
-                .filter(|r| matches!(r.outcome, Outcome::Point { .. }) == want_ok)
+                .filter(|r| r.outcome.is_resolved_ok() == want_ok)
                 .collect();
             if subset.is_empty() {
                 continue;
             }
             let mut qb = QueryBuilder::new(
-                "INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, error_value, error) ",
+                "INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, \
+                 error_value, error, address, road_address, building_name) ",
             );
             qb.push_values(subset, |mut b, r| {
                 let c = Columns::of(r);
@@ -659,7 +976,10 @@ impl InsertResults for SqliteConnection {
                     .push_bind(c.y)
                     .push_bind(c.column)
                     .push_bind(c.raw)
-                    .push_bind(c.reason);
+                    .push_bind(c.reason)
+                    .push_bind(c.address)
+                    .push_bind(c.road_address)
+                    .push_bind(c.building_name);
             });
             qb.push(" ON CONFLICT (job_id, seq) DO NOTHING");
             let added = qb.build().execute(&mut *self).await?.rows_affected();
@@ -689,6 +1009,11 @@ impl InsertResults for PgConnection {
             Vec::with_capacity(n),
             Vec::with_capacity(n),
         );
+        let (mut addresses, mut roads, mut buildings) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in rows {
             let c = Columns::of(r);
             seq.push(r.seq as i64);
@@ -698,17 +1023,23 @@ impl InsertResults for PgConnection {
             columns.push(c.column);
             raws.push(c.raw);
             reasons.push(c.reason);
+            addresses.push(c.address);
+            roads.push(c.road_address);
+            buildings.push(c.building_name);
         }
         let (ok, failed): (i64, i64) = sqlx::query_as(
             "WITH added AS ( \
-                 INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, error_value, error) \
-                 SELECT $1, u.seq, $2, u.status, u.out_x, u.out_y, u.error_column, u.error_value, u.error \
+                 INSERT INTO results (job_id, seq, sheet_no, status, out_x, out_y, error_column, error_value, error, \
+                                      address, road_address, building_name) \
+                 SELECT $1, u.seq, $2, u.status, u.out_x, u.out_y, u.error_column, u.error_value, u.error, \
+                        u.address, u.road_address, u.building_name \
                  FROM UNNEST($3::bigint[], $4::text[], $5::double precision[], $6::double precision[], \
-                             $7::text[], $8::text[], $9::text[]) \
-                      AS u(seq, status, out_x, out_y, error_column, error_value, error) \
+                             $7::text[], $8::text[], $9::text[], $10::text[], $11::text[], $12::text[]) \
+                      AS u(seq, status, out_x, out_y, error_column, error_value, error, \
+                           address, road_address, building_name) \
                  ON CONFLICT (job_id, seq) DO NOTHING \
                  RETURNING status) \
-             SELECT COUNT(*) FILTER (WHERE status = 'ok'), COUNT(*) FILTER (WHERE status <> 'ok') \
+             SELECT COUNT(*) FILTER (WHERE status <> 'error'), COUNT(*) FILTER (WHERE status = 'error') \
              FROM added",
         )
         .bind(id)
@@ -720,6 +1051,9 @@ impl InsertResults for PgConnection {
         .bind(columns)
         .bind(raws)
         .bind(reasons)
+        .bind(addresses)
+        .bind(roads)
+        .bind(buildings)
         .fetch_one(&mut *self)
         .await?;
         Ok(Stored {
@@ -730,6 +1064,7 @@ impl InsertResults for PgConnection {
 }
 
 /// A result as the columns of `results` hold it.
+#[derive(Default)]
 struct Columns {
     status: &'static str,
     x: Option<f64>,
@@ -737,6 +1072,9 @@ struct Columns {
     column: Option<String>,
     raw: Option<String>,
     reason: Option<String>,
+    address: Option<String>,
+    road_address: Option<String>,
+    building_name: Option<String>,
 }
 
 impl Columns {
@@ -746,10 +1084,20 @@ impl Columns {
                 status: "ok",
                 x: Some(*x),
                 y: Some(*y),
-                column: None,
-                raw: None,
-                reason: None,
+                ..Columns::default()
             },
+            Outcome::Located { x, y, address } => {
+                let a = address.clone().unwrap_or_default();
+                Columns {
+                    status: if address.is_some() { "ok" } else { "no_result" },
+                    x: Some(*x),
+                    y: Some(*y),
+                    address: a.address,
+                    road_address: a.road_address,
+                    building_name: a.building_name,
+                    ..Columns::default()
+                }
+            }
             Outcome::Failed {
                 column,
                 raw,
@@ -761,6 +1109,7 @@ impl Columns {
                 column: column.clone(),
                 raw: raw.clone(),
                 reason: Some(reason.clone()),
+                ..Columns::default()
             },
         }
     }
@@ -783,6 +1132,8 @@ struct JobRow {
     published_ms: Option<i64>,
     resolved_ms: Option<i64>,
     finished_ms: Option<i64>,
+    lookup_requests: i64,
+    lookup_cache_hits: i64,
 }
 
 impl JobRow {
@@ -801,6 +1152,8 @@ impl JobRow {
             published_ms: self.published_ms,
             resolved_ms: self.resolved_ms,
             finished_ms: self.finished_ms,
+            lookup_requests: self.lookup_requests as u64,
+            lookup_cache_hits: self.lookup_cache_hits as u64,
         })
     }
 }
@@ -868,13 +1221,31 @@ struct ResultRow {
     error_column: Option<String>,
     error_value: Option<String>,
     error: Option<String>,
+    address: Option<String>,
+    road_address: Option<String>,
+    building_name: Option<String>,
 }
 
 impl ResultRow {
     fn into_result(self) -> Result<StoredResult> {
+        let address = Address {
+            address: self.address,
+            road_address: self.road_address,
+            building_name: self.building_name,
+        };
         let outcome = match (self.status.as_str(), self.out_x, self.out_y) {
-            ("ok", Some(x), Some(y)) => Outcome::Point { x, y },
-            ("ok", _, _) => {
+            ("ok", Some(x), Some(y)) if address == Address::default() => Outcome::Point { x, y },
+            ("ok", Some(x), Some(y)) => Outcome::Located {
+                x,
+                y,
+                address: Some(address),
+            },
+            ("no_result", Some(x), Some(y)) => Outcome::Located {
+                x,
+                y,
+                address: None,
+            },
+            ("ok" | "no_result", _, _) => {
                 return Err(StoreError::Corrupt(format!(
                     "result {} is ok but has no position",
                     self.seq

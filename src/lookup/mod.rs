@@ -26,6 +26,7 @@
 
 pub mod budget;
 mod circuit;
+mod env;
 mod provider;
 
 use std::fmt;
@@ -40,6 +41,7 @@ use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
 use serde::{Deserialize, Serialize};
 
 pub use budget::{BudgetError, BudgetGate, LocalBudget, Slot};
+pub use env::{LookupEnv, KEY_FILE_ENV};
 pub use provider::TemplateConfig;
 
 use circuit::{Admission, Circuit};
@@ -69,6 +71,16 @@ impl Provider {
             Provider::Vworld => "vworld",
             Provider::Nominatim => "nominatim",
             Provider::Template => "template",
+        }
+    }
+
+    /// The provider's name in messages: "Kakao", "VWorld", …
+    pub fn title(self) -> &'static str {
+        match self {
+            Provider::Kakao => "Kakao",
+            Provider::Vworld => "VWorld",
+            Provider::Nominatim => "Nominatim",
+            Provider::Template => "the template's provider",
         }
     }
 
@@ -102,6 +114,15 @@ impl Provider {
 
     pub fn needs_key(self) -> bool {
         matches!(self, Provider::Kakao | Provider::Vworld)
+    }
+
+    /// The environment variable holding the provider's own key.
+    pub fn key_env(self) -> Option<&'static str> {
+        match self {
+            Provider::Kakao => Some("KAKAO_REST_API_KEY"),
+            Provider::Vworld => Some("VWORLD_API_KEY"),
+            Provider::Nominatim | Provider::Template => None,
+        }
     }
 }
 
@@ -352,6 +373,21 @@ pub enum ConfigError {
     BadRate(f64),
     #[error("cannot build the HTTP client: {0}")]
     Client(String),
+    #[error(
+        "--lookup {provider} needs an API key: set {var} (or {}, a file holding it) \
+         for every geobatch process",
+        env::KEY_FILE_ENV
+    )]
+    KeyNotSet {
+        provider: Provider,
+        var: &'static str,
+    },
+    #[error("{} {path}: {reason}", env::KEY_FILE_ENV)]
+    KeyFile { path: String, reason: String },
+    #[error("{0} needs --lookup")]
+    NeedsLookup(&'static str),
+    #[error("--lookup-template is only for --lookup template")]
+    TemplateNotUsed,
 }
 
 /// Counters for `/metrics`.

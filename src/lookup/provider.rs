@@ -8,7 +8,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use reqwest::header::HeaderMap;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::{Address, LookupError, LookupOutcome, Provider, Secret};
@@ -30,7 +30,7 @@ use super::{Address, LookupError, LookupOutcome, Provider, Secret};
 /// values may hold `{key}` too. The three fields are JSON pointers (RFC 6901) into the answer;
 /// a pointer that is absent, or whose target is missing, null or empty, gives no value, and
 /// no value for all three means no result.
-#[derive(Clone, Debug, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Deserialize, Serialize, PartialEq)]
 #[serde(deny_unknown_fields)]
 pub struct TemplateConfig {
     pub url: String,

@@ -46,31 +46,6 @@ async fn download(serve: &Serve, id: &str, dir: &TestDir) -> Book {
     Book::open(&path)
 }
 
-/// `geobatch broker`: the embedded broker as a process of its own, outliving the workers.
-fn embedded_broker_process(dir: &TestDir) -> (KillOnDrop, String) {
-    use std::io::BufRead;
-    let mut child = geobatch(dir)
-        .arg("broker")
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    std::io::BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    (KillOnDrop(child), line.trim().to_string())
-}
-
-pub struct KillOnDrop(pub std::process::Child);
-
-impl Drop for KillOnDrop {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test]
 async fn workers_take_over_the_partitions_of_a_killed_worker() {
     let dir = tempdir();

@@ -78,7 +78,9 @@ pub fn tempdir() -> TestDir {
 pub fn geobatch(dir: &TestDir) -> Command {
     let mut cmd = Command::new(BIN);
     for (k, _) in std::env::vars() {
-        if k.starts_with("GEOBATCH_") || k == "DATABASE_URL" {
+        if k.starts_with("GEOBATCH_")
+            || ["DATABASE_URL", "KAKAO_REST_API_KEY", "VWORLD_API_KEY"].contains(&k.as_str())
+        {
             cmd.env_remove(k);
         }
     }
@@ -321,6 +323,18 @@ pub async fn upload(
         .expect("POST /jobs");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
+}
+
+/// The body of `GET path` as text.
+pub async fn get_text(serve: &Serve, path: &str) -> String {
+    client()
+        .get(serve.url(path))
+        .send()
+        .await
+        .expect("GET")
+        .text()
+        .await
+        .expect("body")
 }
 
 pub async fn job_status(serve: &Serve, id: &str) -> serde_json::Value {
@@ -645,4 +659,29 @@ pub fn read_csv(
     rdr.records()
         .map(|r| r.expect("csv").iter().map(String::from).collect())
         .collect()
+}
+
+/// `geobatch broker`: the embedded broker as a process of its own, outliving the workers.
+pub fn embedded_broker_process(dir: &TestDir) -> (KillOnDrop, String) {
+    use std::io::BufRead;
+    let mut child = geobatch(dir)
+        .arg("broker")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    (KillOnDrop(child), line.trim().to_string())
+}
+
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }

@@ -9,6 +9,8 @@ mod crs_reference;
 mod external_broker;
 mod http_api;
 mod lookup;
+mod lookup_jobs;
+mod lookup_store;
 mod postgis_engine;
 mod postgres_store;
 mod restart;
