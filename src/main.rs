@@ -1,4 +1,4 @@
-//! `geobatch`: convert, serve, worker, broker. The flow is in `geobatch::pipeline`.
+//! `geobatch`: convert, serve, worker, broker, retry. The flow is in `geobatch::pipeline`.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -7,13 +7,18 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand};
-use geobatch::bus::{BusConfig, ClientProperties, EmbeddedBroker};
-use geobatch::intake::ReadOptions;
-use geobatch::lookup::{LookupEnv, Provider, Secret, TemplateConfig};
-use geobatch::pipeline::{JobInput, JobOptions, Pipeline, Settings, EXCEL_MAX_DATA_ROWS};
-use geobatch::store::JobState;
-use geobatch::{http, watch};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use geobatch::bus::EmbeddedBroker;
+use geobatch::job::{JobId, JobState};
+use geobatch::options::{JobSpec, Origin};
+use geobatch::pipeline::Pipeline;
+use geobatch::settings::Settings;
+use geobatch::{http, lookup, watch};
+use tokio_util::sync::CancellationToken;
+
+/// How long stopping may take: stages finish or abandon their batch, consumers leave the
+/// group, the producer flushes.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(8);
 
 #[derive(Parser)]
 #[command(
@@ -23,102 +28,9 @@ use geobatch::{http, watch};
 )]
 struct Cli {
     #[command(flatten)]
-    common: Common,
+    settings: Settings,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Args, Clone)]
-struct Common {
-    /// Where uploads, the SQLite store and results live.
-    #[arg(
-        long,
-        env = "GEOBATCH_DATA_DIR",
-        default_value = "./data",
-        global = true
-    )]
-    data_dir: PathBuf,
-    /// postgres://… : keep the result store in PostgreSQL; unset: SQLite in the data directory.
-    #[arg(long, env = "DATABASE_URL", global = true, hide_env_values = true)]
-    database_url: Option<String>,
-    /// PostgreSQL with PostGIS for `--engine postgis`; unset: the store's database (DATABASE_URL).
-    #[arg(
-        long,
-        env = "GEOBATCH_POSTGIS_URL",
-        global = true,
-        hide_env_values = true
-    )]
-    postgis_url: Option<String>,
-    /// Kafka bootstrap servers; unset: an embedded broker in this process.
-    #[arg(long, env = "GEOBATCH_KAFKA_BROKERS", global = true)]
-    kafka_brokers: Option<String>,
-    /// Extra librdkafka properties for every Kafka client, `key=value,key=value`
-    /// (e.g. `security.protocol=SASL_SSL,sasl.mechanism=PLAIN`).
-    #[arg(long, env = "GEOBATCH_KAFKA_CONFIG", default_value = "", global = true)]
-    kafka_config: ClientProperties,
-    /// Partitions of each sheet topic.
-    #[arg(
-        long,
-        env = "GEOBATCH_TOPIC_PARTITIONS",
-        default_value_t = 4,
-        global = true
-    )]
-    topic_partitions: i32,
-    /// Replication factor of each sheet topic (external Kafka only).
-    #[arg(
-        long,
-        env = "GEOBATCH_TOPIC_REPLICATION",
-        default_value_t = 1,
-        global = true
-    )]
-    topic_replication: i32,
-    /// Delete a job's row topics once its workbook is written. (Tansu 0.6 answers metadata for
-    /// a deleted topic in a way that crashes librdkafka clients that knew it: set false there.)
-    #[arg(long, env = "GEOBATCH_DELETE_TOPICS", default_value_t = true, action = clap::ArgAction::Set, global = true)]
-    delete_topics: bool,
-    /// Consumer tasks (workers) in this process.
-    #[arg(long, env = "GEOBATCH_WORKERS", default_value_t = 2, global = true)]
-    workers: usize,
-    /// Rows per Kafka message.
-    #[arg(
-        long,
-        env = "GEOBATCH_BATCH_ROWS",
-        default_value_t = 1000,
-        global = true
-    )]
-    batch_rows: usize,
-    /// Data rows per worksheet before it is split (Excel's limit; lower only to test).
-    #[arg(long, env = "GEOBATCH_SHEET_MAX_ROWS", default_value_t = EXCEL_MAX_DATA_ROWS, global = true, hide = true)]
-    sheet_max_rows: u64,
-    /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
-    #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
-    metrics_addr: Option<std::net::SocketAddr>,
-    /// Kakao REST API key, for --lookup kakao (never stored with a job; each process has its own).
-    #[arg(
-        long,
-        env = "KAKAO_REST_API_KEY",
-        global = true,
-        hide_env_values = true
-    )]
-    kakao_rest_api_key: Option<String>,
-    /// VWorld API key, for --lookup vworld.
-    #[arg(long, env = "VWORLD_API_KEY", global = true, hide_env_values = true)]
-    vworld_api_key: Option<String>,
-    /// A file whose first line is the API key (when the provider's own variable is unset).
-    #[arg(long, env = "GEOBATCH_LOOKUP_KEY_FILE", global = true)]
-    lookup_key_file: Option<PathBuf>,
-    /// Kakao Local API base URL (unset: https://dapi.kakao.com).
-    #[arg(long, env = "GEOBATCH_KAKAO_BASE_URL", global = true)]
-    kakao_base_url: Option<String>,
-    /// VWorld API base URL (unset: https://api.vworld.kr).
-    #[arg(long, env = "GEOBATCH_VWORLD_BASE_URL", global = true)]
-    vworld_base_url: Option<String>,
-    /// Nominatim base URL (unset: https://nominatim.openstreetmap.org).
-    #[arg(long, env = "GEOBATCH_NOMINATIM_BASE_URL", global = true)]
-    nominatim_base_url: Option<String>,
-    /// Log filter (tracing EnvFilter syntax), e.g. `info`, `geobatch=debug`.
-    #[arg(long, env = "GEOBATCH_LOG", default_value = "info", global = true)]
-    log: String,
 }
 
 #[derive(Subcommand)]
@@ -154,55 +66,10 @@ struct ConvertArgs {
     #[arg(short, long)]
     output: PathBuf,
     #[command(flatten)]
-    job: JobArgs,
+    job: JobSpec,
     /// No progress bar even on a terminal.
     #[arg(long)]
     no_progress: bool,
-}
-
-#[derive(Args)]
-struct JobArgs {
-    /// Source CRS, e.g. EPSG:5174. Unset: only plainly lon/lat values default to EPSG:4326.
-    #[arg(long)]
-    from: Option<String>,
-    /// Target CRS.
-    #[arg(long, default_value = "EPSG:4326")]
-    to: String,
-    /// The x (easting/longitude) column; unset: detected from the header.
-    #[arg(long)]
-    x: Option<String>,
-    /// The y (northing/latitude) column; unset: detected from the header.
-    #[arg(long)]
-    y: Option<String>,
-    /// One worksheet per distinct value of this column.
-    #[arg(long)]
-    sheet_by: Option<String>,
-    /// Input encoding (utf-8, cp949, euc-kr, utf-16le, utf-16be); unset: detected.
-    #[arg(long)]
-    encoding: Option<String>,
-    /// Field delimiter: , ; | or tab; unset: detected.
-    #[arg(long, value_parser = parse_delimiter)]
-    delimiter: Option<u8>,
-    /// Transform engine: builtin, or postgis (PostGIS ST_Transform; needs DATABASE_URL or
-    /// GEOBATCH_POSTGIS_URL).
-    #[arg(long, default_value = "builtin")]
-    engine: String,
-    /// Look up the address of every converted point: kakao, vworld, nominatim or template.
-    #[arg(long)]
-    lookup: Option<Provider>,
-    /// The provider's budget for the whole cluster, requests/s (default: the provider's;
-    /// 10, Nominatim 1).
-    #[arg(long)]
-    rate: Option<f64>,
-    /// Requests per UTC day for the whole cluster; when spent, the job pauses until midnight UTC.
-    #[arg(long)]
-    daily_quota: Option<u64>,
-    /// Seconds a cached address stays fresh (default 30 days).
-    #[arg(long)]
-    cache_ttl: Option<u64>,
-    /// The provider description (JSON) for --lookup template.
-    #[arg(long)]
-    lookup_template: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -218,23 +85,28 @@ struct ServeArgs {
     max_upload_mb: u64,
 }
 
-fn parse_delimiter(s: &str) -> Result<u8, String> {
-    geobatch::pipeline::parse_delimiter(s)
-}
-
 fn main() -> ExitCode {
-    let cli = Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.common.log)
+    // Each lookup provider brings its own key and base-URL flags.
+    let matches = Cli::command().args(lookup::cli_args()).get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    cli.settings.providers = lookup::provider_env(&matches);
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.settings.log)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    let runtime = tokio::runtime::Builder::new_multi_thread()
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
-        .expect("tokio runtime");
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("geobatch: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
     match runtime.block_on(run(cli)) {
         Ok(code) => code,
         Err(e) => {
@@ -244,75 +116,41 @@ fn main() -> ExitCode {
     }
 }
 
-fn settings(common: &Common) -> Settings {
-    Settings {
-        data_dir: common.data_dir.clone(),
-        database_url: common.database_url.clone(),
-        postgis_url: common.postgis_url.clone(),
-        bus: BusConfig {
-            brokers: common
-                .kafka_brokers
-                .clone()
-                .filter(|b| !b.trim().is_empty()),
-            partitions: common.topic_partitions,
-            replication: common.topic_replication,
-            client_properties: common.kafka_config.clone(),
-        },
-        workers: common.workers,
-        delete_topics: common.delete_topics,
-        batch_rows: common.batch_rows,
-        sheet_max_rows: common.sheet_max_rows,
-        lookup_env: LookupEnv {
-            kakao_key: common.kakao_rest_api_key.as_deref().map(Secret::new),
-            vworld_key: common.vworld_api_key.as_deref().map(Secret::new),
-            key_file: common.lookup_key_file.clone(),
-            kakao_base_url: common.kakao_base_url.clone(),
-            vworld_base_url: common.vworld_base_url.clone(),
-            nominatim_base_url: common.nominatim_base_url.clone(),
-        },
-    }
-}
-
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    let settings = cli.settings;
     match cli.command {
-        Command::Convert(args) => convert(&cli.common, *args).await,
-        Command::Serve(args) => {
-            let pipeline = Pipeline::open(settings(&cli.common)).await?;
-            spawn_metrics(&cli.common, &pipeline).await?;
-            pipeline.start_all();
-            if let Some(dir) = &args.watch_dir {
-                watch::spawn(pipeline.clone(), dir.clone())
-                    .with_context(|| format!("watched folder {}", dir.display()))?;
-            }
-            let listener = tokio::net::TcpListener::bind(args.http_addr)
-                .await
-                .with_context(|| format!("cannot listen on {}", args.http_addr))?;
-            tracing::info!("listening on http://{}/", listener.local_addr()?);
-            let app = http::router(pipeline, args.max_upload_mb * 1024 * 1024);
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown_signal())
-                .await?;
-            Ok(ExitCode::SUCCESS)
-        }
+        Command::Convert(args) => convert(settings, *args).await,
+        Command::Serve(args) => serve(settings, args).await,
         Command::Worker => {
             anyhow::ensure!(
-                cli.common.kafka_brokers.is_some(),
+                settings.bus.external_brokers().is_some(),
                 "geobatch worker needs GEOBATCH_KAFKA_BROKERS: workers in other processes share a broker"
             );
-            let pipeline = Pipeline::open(settings(&cli.common)).await?;
-            spawn_metrics(&cli.common, &pipeline).await?;
+            let metrics_addr = settings.metrics_addr;
+            let pipeline = Pipeline::open(settings).await?;
+            on_signals(pipeline.shutdown_token());
+            spawn_metrics(metrics_addr, &pipeline).await?;
             pipeline.start_workers();
-            shutdown_signal().await;
+            pipeline.shutdown_token().cancelled().await;
+            pipeline.shutdown(SHUTDOWN_GRACE).await;
             Ok(ExitCode::SUCCESS)
         }
         Command::Retry(args) => {
             let started = Instant::now();
-            let pipeline = Pipeline::open(settings(&cli.common)).await?;
+            let id = match JobId::parse(&args.job) {
+                Ok(id) => id,
+                Err(e) => {
+                    eprintln!("geobatch: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+            };
+            let pipeline = Pipeline::open(settings).await?;
+            on_signals(pipeline.shutdown_token());
             pipeline.start_workers();
             pipeline.start_merger();
-            let rows = pipeline.retry(&args.job).await?;
-            eprintln!("geobatch: retrying {rows} error row(s) of job {}", args.job);
-            report_when_finished(&pipeline, &args.job, started, !args.no_progress).await
+            let rows = pipeline.retry(&id).await?;
+            eprintln!("geobatch: retrying {rows} error row(s) of job {id}");
+            report_when_finished(&pipeline, &id, started, !args.no_progress).await
         }
         Command::Broker => {
             let broker = EmbeddedBroker::start()?;
@@ -322,57 +160,124 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 broker.bootstrap(),
                 broker.bootstrap()
             );
-            shutdown_signal().await;
+            let token = CancellationToken::new();
+            on_signals(token.clone());
+            token.cancelled().await;
             drop(broker);
             Ok(ExitCode::SUCCESS)
         }
     }
 }
 
+async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let metrics_addr = settings.metrics_addr;
+    let pipeline = Pipeline::open(settings).await?;
+    let token = pipeline.shutdown_token();
+    on_signals(token.clone());
+    spawn_metrics(metrics_addr, &pipeline).await?;
+    pipeline.start_all();
+    if let Some(dir) = &args.watch_dir {
+        watch::spawn(pipeline.clone(), dir.clone())
+            .with_context(|| format!("watched folder {}", dir.display()))?;
+    }
+    let listener = tokio::net::TcpListener::bind(args.http_addr)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+    tracing::info!("listening on http://{}/", listener.local_addr()?);
+    let app = http::router(pipeline.clone(), args.max_upload_mb * 1024 * 1024);
+    axum::serve(listener, app)
+        .with_graceful_shutdown(token.clone().cancelled_owned())
+        .await?;
+    pipeline.shutdown(SHUTDOWN_GRACE).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The first SIGTERM or Ctrl-C stops gracefully (`token`); a second one stops at once.
+fn on_signals(token: CancellationToken) {
+    tokio::spawn(async move {
+        let mut signals = match Signals::new() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!("cannot listen for signals: {e}");
+                return;
+            }
+        };
+        signals.next().await;
+        tracing::info!("stopping: finishing the work in hand (a second signal stops at once)");
+        token.cancel();
+        signals.next().await;
+        eprintln!("geobatch: stopped at once");
+        std::process::exit(130);
+    });
+}
+
+struct Signals {
+    #[cfg(unix)]
+    term: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        Ok(Signals {
+            #[cfg(unix)]
+            term: tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?,
+        })
+    }
+
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = self.term.recv() => {}
+        }
+        #[cfg(not(unix))]
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
 /// `/metrics` on `GEOBATCH_METRICS_ADDR` when it is set; the bind is checked before we go on.
-async fn spawn_metrics(common: &Common, pipeline: &Arc<Pipeline>) -> anyhow::Result<()> {
-    let Some(addr) = common.metrics_addr else {
+async fn spawn_metrics(addr: Option<SocketAddr>, pipeline: &Arc<Pipeline>) -> anyhow::Result<()> {
+    let Some(addr) = addr else {
         return Ok(());
     };
     let listener = tokio::net::TcpListener::bind(addr)
         .await
         .with_context(|| format!("cannot listen on {addr} for metrics"))?;
-    let pipeline = pipeline.clone();
-    tokio::spawn(async move {
-        if let Err(e) = geobatch::metrics::serve(listener, pipeline).await {
+    let (p, token) = (pipeline.clone(), pipeline.shutdown_token());
+    pipeline.spawn_task(async move {
+        if let Err(e) = geobatch::metrics::serve(listener, p, token).await {
             tracing::error!("metrics server stopped: {e}");
         }
     });
     Ok(())
 }
 
-async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode> {
+async fn convert(settings: Settings, args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let pipeline = Pipeline::open(settings(common)).await?;
-    pipeline.start_workers();
-    pipeline.start_merger();
-    let inputs: Vec<JobInput> = args
-        .inputs
-        .iter()
-        .map(|p| JobInput {
-            label: p
-                .file_name()
-                .map(|n| n.to_string_lossy().into_owned())
-                .unwrap_or_else(|| p.display().to_string()),
-            path: p.clone(),
-            owned: false,
-        })
-        .collect();
-    let output = std::path::absolute(&args.output)?;
-    let options = match args.job.into_options(Some(output.clone())) {
+    let mut options = match args
+        .job
+        .validate(&Pipeline::option_context(Origin::CommandLine))
+    {
         Ok(options) => options,
         Err(e) => {
             eprintln!("geobatch: {e}");
             return Ok(ExitCode::from(2));
         }
     };
-    let id = match pipeline.submit(None, inputs, options).await {
-        Ok(id) => id,
+    options.output = Some(std::path::absolute(&args.output)?);
+    let pipeline = Pipeline::open(settings).await?;
+    on_signals(pipeline.shutdown_token());
+    pipeline.start_workers();
+    pipeline.start_merger();
+    let id = match pipeline.submit_owned(&args.inputs, options).await {
+        Ok((id, resumed)) => {
+            if resumed {
+                eprintln!(
+                    "geobatch: resuming job {id}, left unfinished by an earlier run on this input"
+                );
+            }
+            id
+        }
         Err(e) if e.is_input_error() => {
             eprintln!("geobatch: {e}");
             return Ok(ExitCode::from(2));
@@ -382,18 +287,30 @@ async fn convert(common: &Common, args: ConvertArgs) -> anyhow::Result<ExitCode>
     report_when_finished(&pipeline, &id, started, !args.no_progress).await
 }
 
-/// Waits for the job, then says where its workbook is (exit 0) or why it failed (exit 1).
+/// Waits for the job, then says where its workbook is (exit 0) or why it failed (exit 1);
+/// a signal stops it (exit 130).
 async fn report_when_finished(
     pipeline: &Arc<Pipeline>,
-    id: &str,
+    id: &JobId,
     started: Instant,
     progress: bool,
 ) -> anyhow::Result<ExitCode> {
-    let bar = progress.then(|| progress_bar(pipeline.clone(), id.to_string()));
-    let job = pipeline.wait_finished(id).await?;
+    let bar = progress.then(|| progress_bar(pipeline.clone(), id.clone()));
+    let token = pipeline.shutdown_token();
+    let finished = tokio::select! {
+        job = pipeline.wait_finished(id) => Some(job),
+        _ = token.cancelled() => None,
+    };
     if let Some(bar) = bar {
         bar.abort();
     }
+    let Some(job) = finished else {
+        pipeline.shutdown(SHUTDOWN_GRACE).await;
+        eprintln!("geobatch: stopped before job {id} finished");
+        return Ok(ExitCode::from(130));
+    };
+    let job = job?;
+    pipeline.shutdown(SHUTDOWN_GRACE).await;
     if job.state != JobState::Done {
         eprintln!(
             "geobatch: job failed: {}",
@@ -416,46 +333,15 @@ async fn report_when_finished(
     Ok(ExitCode::SUCCESS)
 }
 
-impl JobArgs {
-    /// The job's options; the template file is read here (its content goes with the job).
-    fn into_options(self, output: Option<PathBuf>) -> Result<JobOptions, String> {
-        let lookup_template = self
-            .lookup_template
-            .as_deref()
-            .map(TemplateConfig::from_file)
-            .transpose()?;
-        Ok(JobOptions {
-            from: self.from,
-            to: Some(self.to),
-            read: ReadOptions {
-                encoding: self.encoding,
-                delimiter: self.delimiter,
-                x_column: self.x,
-                y_column: self.y,
-            },
-            sheet_by: self.sheet_by,
-            engine: Some(self.engine),
-            output,
-            lookup: self.lookup,
-            rate: self.rate,
-            daily_quota: self.daily_quota,
-            cache_ttl: self.cache_ttl,
-            lookup_template,
-        })
-    }
-}
-
 /// A progress bar on a terminal (indicatif draws nothing when stderr is not one).
-fn progress_bar(pipeline: Arc<Pipeline>, id: String) -> tokio::task::JoinHandle<()> {
+fn progress_bar(pipeline: Arc<Pipeline>, id: JobId) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let bar = indicatif::ProgressBar::new(0);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{spinner} {msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
-            )
-            .expect("template")
-            .progress_chars("=> "),
-        );
+        if let Ok(style) = indicatif::ProgressStyle::with_template(
+            "{spinner} {msg} [{bar:40}] {pos}/{len} rows ({per_sec}, eta {eta})",
+        ) {
+            bar.set_style(style.progress_chars("=> "));
+        }
         let mut progress = pipeline.progress();
         loop {
             if let (Ok(Some(job)), Ok(sheets)) = (
@@ -467,23 +353,9 @@ fn progress_bar(pipeline: Arc<Pipeline>, id: String) -> tokio::task::JoinHandle<
                 bar.set_position(done);
                 bar.set_message(job.state.as_str());
             }
+            // Redraw on progress, at most five times a second.
             let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     })
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
 }

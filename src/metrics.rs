@@ -5,52 +5,22 @@
 use std::fmt::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::http::header;
 use axum::response::IntoResponse;
 use axum::routing::get;
 use axum::Router;
 
-use crate::pipeline::Pipeline;
+use crate::pipeline::{Histogram, Pipeline};
 
-/// Upper bounds (seconds) of the transform latency buckets: a builtin batch takes well under a
-/// millisecond, a PostGIS or lookup batch up to seconds.
-const BUCKETS: [f64; 12] = [
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
-];
-
-/// A fixed-bucket histogram that worker tasks update without locks.
-#[derive(Debug, Default)]
-pub struct Histogram {
-    counts: [AtomicU64; BUCKETS.len()],
-    overflow: AtomicU64,
-    sum_micros: AtomicU64,
-}
-
-impl Histogram {
-    pub fn observe(&self, d: Duration) {
-        let secs = d.as_secs_f64();
-        match BUCKETS.iter().position(|b| secs <= *b) {
-            Some(i) => self.counts[i].fetch_add(1, Ordering::Relaxed),
-            None => self.overflow.fetch_add(1, Ordering::Relaxed),
-        };
-        self.sum_micros
-            .fetch_add(d.as_micros() as u64, Ordering::Relaxed);
+fn histogram(out: &mut String, name: &str, help: &str, h: &Histogram) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+    let (buckets, count, sum) = h.snapshot();
+    for (b, c) in buckets {
+        let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {c}");
     }
-
-    fn render(&self, name: &str, help: &str, out: &mut String) {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
-        let mut cumulative = 0;
-        for (b, c) in BUCKETS.iter().zip(&self.counts) {
-            cumulative += c.load(Ordering::Relaxed);
-            let _ = writeln!(out, "{name}_bucket{{le=\"{b}\"}} {cumulative}");
-        }
-        cumulative += self.overflow.load(Ordering::Relaxed);
-        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
-        let sum = self.sum_micros.load(Ordering::Relaxed) as f64 / 1e6;
-        let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {cumulative}");
-    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {count}");
+    let _ = writeln!(out, "{name}_sum {sum}\n{name}_count {count}");
 }
 
 fn counter(out: &mut String, name: &str, help: &str, value: &AtomicU64) {
@@ -155,10 +125,11 @@ pub async fn render(pipeline: &Pipeline) -> String {
             let _ = writeln!(out, "{name}{{provider=\"{provider}\"}} {}", get(s));
         }
     }
-    c.transform_seconds.render(
+    histogram(
+        &mut out,
         "geobatch_transform_seconds",
         "Time to convert one row batch.",
-        &mut out,
+        &c.transform_seconds,
     );
 
     out.push_str("# HELP geobatch_consumer_lag Messages not yet consumed, per row-topic partition.\n# TYPE geobatch_consumer_lag gauge\n");
@@ -174,7 +145,7 @@ pub async fn render(pipeline: &Pipeline) -> String {
     out.push_str("# HELP geobatch_jobs Jobs by state.\n# TYPE geobatch_jobs gauge\n");
     if let Ok(states) = store.job_state_counts().await {
         for (state, n) in states {
-            let _ = writeln!(out, "geobatch_jobs{{state=\"{}\"}} {n}", label(&state));
+            let _ = writeln!(out, "geobatch_jobs{{state=\"{state}\"}} {n}");
         }
     }
     out.push_str("# HELP geobatch_sheet_rows_total Rows of each sheet of unfinished jobs.\n# TYPE geobatch_sheet_rows_total gauge\n");
@@ -211,6 +182,7 @@ pub async fn response(pipeline: &Pipeline) -> axum::response::Response {
 pub async fn serve(
     listener: tokio::net::TcpListener,
     pipeline: Arc<Pipeline>,
+    stop: tokio_util::sync::CancellationToken,
 ) -> std::io::Result<()> {
     tracing::info!("metrics on http://{}/metrics", listener.local_addr()?);
     let app = Router::new()
@@ -224,5 +196,7 @@ pub async fn serve(
         )
         .route("/healthz", get(|| async { "ok" }))
         .with_state(pipeline);
-    axum::serve(listener, app).await
+    axum::serve(listener, app)
+        .with_graceful_shutdown(stop.cancelled_owned())
+        .await
 }

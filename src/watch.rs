@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use crate::pipeline::{new_job_id, JobInput, JobOptions, Pipeline};
-use crate::store::JobState;
+use crate::job::{JobId, JobState};
+use crate::options::JobOptions;
+use crate::pipeline::{JobInput, Pipeline};
 
 const POLL: Duration = Duration::from_millis(500);
 /// A file is complete when its size and mtime held still across a poll and it is this old.
@@ -44,14 +45,18 @@ impl Folders {
 pub fn spawn(pipeline: Arc<Pipeline>, root: PathBuf) -> std::io::Result<()> {
     let folders = Arc::new(Folders::new(&root)?);
     tracing::info!(inbox = %folders.inbox.display(), "watching for CSV files");
-    tokio::spawn(async move {
+    let token = pipeline.shutdown_token();
+    pipeline.clone().spawn_task(async move {
         resume_claimed(&pipeline, &folders).await;
         let mut seen: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
         loop {
             if let Err(e) = poll_inbox(&pipeline, &folders, &mut seen).await {
                 tracing::warn!("watched folder: {e}");
             }
-            tokio::time::sleep(POLL).await;
+            tokio::select! {
+                _ = tokio::time::sleep(POLL) => {}
+                _ = token.cancelled() => return,
+            }
         }
     });
     Ok(())
@@ -93,7 +98,7 @@ async fn claim(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>, path: &Path) {
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
-    let id = new_job_id();
+    let id = JobId::random();
     let claimed = folders.processing.join(format!("{id}--{name}"));
     if let Err(e) = std::fs::rename(path, &claimed) {
         tracing::warn!(file = %path.display(), "cannot claim: {e}");
@@ -106,7 +111,7 @@ async fn claim(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>, path: &Path) {
 async fn submit(
     pipeline: &Arc<Pipeline>,
     folders: &Arc<Folders>,
-    id: String,
+    id: JobId,
     name: String,
     claimed: PathBuf,
 ) {
@@ -132,12 +137,18 @@ async fn submit(
 fn follow(
     pipeline: Arc<Pipeline>,
     folders: Arc<Folders>,
-    id: String,
+    id: JobId,
     name: String,
     claimed: PathBuf,
 ) {
-    tokio::spawn(async move {
-        match pipeline.wait_finished(&id).await {
+    let token = pipeline.shutdown_token();
+    pipeline.clone().spawn_task(async move {
+        let finished = tokio::select! {
+            f = pipeline.wait_finished(&id) => f,
+            // The file stays in processing/; the next start follows the job again.
+            _ = token.cancelled() => return,
+        };
+        match finished {
             Ok(job) if job.state == JobState::Done => {
                 let target = free_name(&folders.done, &name);
                 if let Err(e) = std::fs::rename(&claimed, &target) {
@@ -177,17 +188,20 @@ async fn resume_claimed(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>) {
         let Some((id, name)) = file.split_once("--") else {
             continue;
         };
+        let Ok(id) = JobId::parse(id) else {
+            continue;
+        };
         let claimed = entry.path();
-        match pipeline.store().job(id).await {
+        match pipeline.store().job(&id).await {
             Ok(Some(_)) => follow(
                 pipeline.clone(),
                 folders.clone(),
-                id.to_string(),
+                id,
                 name.to_string(),
                 claimed,
             ),
             // Claimed but never recorded (a crash in between): submit it now.
-            Ok(None) => submit(pipeline, folders, id.to_string(), name.to_string(), claimed).await,
+            Ok(None) => submit(pipeline, folders, id, name.to_string(), claimed).await,
             Err(e) => tracing::warn!("watched folder: {e}"),
         }
     }

@@ -372,6 +372,16 @@ impl Crs {
         }
     }
 
+    /// The builtin engine's definition of a CRS given by its code.
+    pub fn from_epsg(code: crate::job::Epsg) -> Result<Crs, CrsError> {
+        match lookup(code.code()) {
+            Some(_) => Ok(Crs { epsg: code.code() }),
+            None => Err(CrsError::Unknown {
+                code: code.code().to_string(),
+            }),
+        }
+    }
+
     pub fn epsg(&self) -> u32 {
         self.epsg
     }

@@ -10,19 +10,19 @@ pub mod crs;
 pub mod postgis;
 
 use std::fmt;
+use std::time::Duration;
 
-use sqlx::PgPool;
+use sqlx::postgres::{PgPool, PgPoolOptions};
 
-use crate::bus::RowPoint;
-use crate::store::{Outcome, RowResult};
+use crate::job::{EngineKind, Epsg, Outcome, RowPoint, RowResult};
 use crs::{Crs, CrsError, Transform};
 use postgis::PostgisTransform;
 
 /// Something a transform engine cannot do, or a database it needs that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
-    #[error("unknown engine {0:?}; the engines are \"builtin\" and \"postgis\"")]
-    Unknown(String),
+    #[error("{0}")]
+    Crs(#[from] CrsError),
     #[error(
         "the postgis engine needs a PostgreSQL database with PostGIS: set DATABASE_URL \
          (the result store's database) or GEOBATCH_POSTGIS_URL"
@@ -45,42 +45,11 @@ impl EngineError {
     pub fn is_input_error(&self) -> bool {
         matches!(
             self,
-            EngineError::Unknown(_)
+            EngineError::Crs(_)
                 | EngineError::NoDatabase
                 | EngineError::UnknownSrid(_)
                 | EngineError::NoPostgis(_)
         )
-    }
-}
-
-/// The `engine` job option.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum EngineKind {
-    Builtin,
-    Postgis,
-}
-
-impl EngineKind {
-    /// Unset or empty means builtin.
-    pub fn parse(name: Option<&str>) -> Result<EngineKind, EngineError> {
-        match name.map(str::trim).unwrap_or("") {
-            "" => Ok(EngineKind::Builtin),
-            n if n.eq_ignore_ascii_case("builtin") => Ok(EngineKind::Builtin),
-            n if n.eq_ignore_ascii_case("postgis") => Ok(EngineKind::Postgis),
-            other => Err(EngineError::Unknown(other.to_string())),
-        }
-    }
-}
-
-/// The EPSG number of a code as users write it ("EPSG:5174", "5174"), known to the builtin
-/// engine or not.
-pub fn epsg_of(code: &str) -> Result<u32, CrsError> {
-    match Crs::from_code(code) {
-        Ok(crs) => Ok(crs.epsg()),
-        Err(CrsError::Unknown { code: digits }) => digits.parse().map_err(|_| CrsError::Unknown {
-            code: code.trim().to_string(),
-        }),
-        Err(e) => Err(e),
     }
 }
 
@@ -109,6 +78,49 @@ impl fmt::Display for CrsInfo {
     }
 }
 
+/// The engines this process can use: the builtin one always, PostGIS when a database is
+/// configured (connected on first use: a PostGIS that is down does not stop the service).
+#[derive(Clone, Debug)]
+pub struct Engines {
+    postgis: Option<PgPool>,
+}
+
+impl Engines {
+    /// `postgis_url` when given, else the store's PostgreSQL pool when it has one.
+    pub fn new(
+        postgis_url: Option<&str>,
+        store_pool: Option<&PgPool>,
+    ) -> Result<Engines, EngineError> {
+        let postgis = match postgis_url.map(str::trim).filter(|u| !u.is_empty()) {
+            Some(url) => Some(
+                PgPoolOptions::new()
+                    .max_connections(4)
+                    .acquire_timeout(Duration::from_secs(30))
+                    .connect_lazy(url)?,
+            ),
+            None => store_pool.cloned(),
+        };
+        Ok(Engines { postgis })
+    }
+
+    /// The job's engine with its CRSs: the builtin transform (which must know both CRSs), or
+    /// PostGIS (which checks that both SRIDs are in its spatial_ref_sys).
+    pub async fn plan(
+        &self,
+        engine: EngineKind,
+        from: Epsg,
+        to: Epsg,
+    ) -> Result<JobPlan, EngineError> {
+        match engine {
+            EngineKind::Builtin => Ok(JobPlan::builtin(Crs::from_epsg(from)?, Crs::from_epsg(to)?)),
+            EngineKind::Postgis => {
+                let pool = self.postgis.clone().ok_or(EngineError::NoDatabase)?;
+                JobPlan::postgis(pool, from.code(), to.code()).await
+            }
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Engine {
     Builtin(Transform),
@@ -127,7 +139,7 @@ pub struct JobPlan {
 
 impl JobPlan {
     /// The builtin engine.
-    pub fn new(from: Crs, to: Crs) -> JobPlan {
+    pub fn builtin(from: Crs, to: Crs) -> JobPlan {
         let transform = Transform::new(from, to);
         JobPlan {
             operation: transform.description(),
@@ -187,12 +199,8 @@ impl JobPlan {
 /// A converted position, or the reason there is none.
 fn outcome(point: Result<(f64, f64), String>) -> Outcome {
     match point {
-        Ok((x, y)) => Outcome::Point { x, y },
-        Err(reason) => Outcome::Failed {
-            column: None,
-            raw: None,
-            reason,
-        },
+        Ok((x, y)) => Outcome::point(x, y),
+        Err(reason) => Outcome::failed(reason),
     }
 }
 
@@ -200,36 +208,27 @@ fn outcome(point: Result<(f64, f64), String>) -> Outcome {
 mod tests {
     use super::*;
 
-    #[test]
-    fn engine_names() {
-        assert_eq!(EngineKind::parse(None).unwrap(), EngineKind::Builtin);
-        assert_eq!(EngineKind::parse(Some(" ")).unwrap(), EngineKind::Builtin);
-        assert_eq!(
-            EngineKind::parse(Some("PostGIS")).unwrap(),
-            EngineKind::Postgis
-        );
-        let e = EngineKind::parse(Some("proj")).unwrap_err();
+    #[tokio::test]
+    async fn the_builtin_engine_knows_its_crs_at_planning() {
+        let engines = Engines::new(None, None).unwrap();
+        let e = engines
+            .plan(EngineKind::Builtin, Epsg::new(9999), Epsg::WGS84)
+            .await
+            .unwrap_err();
         assert!(
-            e.is_input_error() && e.to_string().contains("\"proj\""),
+            e.is_input_error() && e.to_string().contains("EPSG:9999"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn epsg_of_accepts_codes_the_builtin_engine_does_not_know() {
-        assert_eq!(epsg_of("EPSG:5174").unwrap(), 5174);
-        assert_eq!(epsg_of("epsg:2154").unwrap(), 2154);
-        assert_eq!(epsg_of(" 32633 ").unwrap(), 32633);
-        assert!(matches!(
-            epsg_of("EPSG:abc"),
-            Err(CrsError::Unparseable { .. })
-        ));
-        assert!(epsg_of("EPSG:99999999999").is_err());
+        let e = engines
+            .plan(EngineKind::Postgis, Epsg::new(5174), Epsg::WGS84)
+            .await
+            .unwrap_err();
+        assert!(matches!(e, EngineError::NoDatabase));
     }
 
     #[tokio::test]
     async fn builtin_plan_turns_refused_points_into_error_rows() {
-        let plan = JobPlan::new(
+        let plan = JobPlan::builtin(
             Crs::from_code("EPSG:5174").unwrap(),
             Crs::from_code("EPSG:4326").unwrap(),
         );
@@ -249,8 +248,8 @@ mod tests {
         ];
         let out = plan.convert(&rows).await.unwrap();
         assert_eq!(out[0].seq, 7);
-        assert!(matches!(out[0].outcome, Outcome::Point { .. }));
+        assert!(out[0].outcome.position().is_some());
         assert_eq!(out[1].seq, 8);
-        assert!(matches!(out[1].outcome, Outcome::Failed { .. }));
+        assert!(out[1].outcome.is_error());
     }
 }

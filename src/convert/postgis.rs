@@ -16,8 +16,7 @@ use sqlx::PgPool;
 
 use super::crs::{Crs, Transform, TransformError};
 use super::{outcome, CrsInfo, EngineError};
-use crate::bus::RowPoint;
-use crate::store::Outcome;
+use crate::job::{Outcome, RowPoint};
 
 #[derive(Clone, Debug)]
 pub struct PostgisTransform {

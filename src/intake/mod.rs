@@ -1,74 +1,137 @@
-//! Intake: streaming CSV reading with detection of encoding, delimiter and x/y columns.
+//! Intake: reading input files as streams of records, with what they are detected.
 //!
-//! Only a bounded prefix of a file ([`PREFIX_BYTES`]) is read to detect its encoding and
-//! delimiter; records are then streamed through a decoder, so memory stays bounded by the
-//! longest record whatever the file's size. The [`Layout`] found is kept with the job so the
-//! file can be read again ([`CsvSource::reopen`]) with the same rows in the same order.
+//! An input format is one [`InputFormat`] (in its own module) and one line in [`formats`]. It
+//! opens a file into a [`RecordSource`]: the file's [`Layout`] (its tables, their headers and
+//! position columns, and whatever the format needs to read it again the same way) and its
+//! records, one after another. The layout is kept with the job so the file can be read again
+//! ([`reopen`]) with the same records in the same order: after a crash, and to merge.
+//!
+//! Before a job is accepted, [`inspect`] opens every file and checks the options against it;
+//! while it runs, [`SheetSplitter`] decides which worksheet each row goes to.
 
 mod cells;
-mod detect;
-mod scan;
-#[cfg(test)]
-mod tests;
+mod columns;
+mod csv;
+mod inspect;
+mod splitter;
 
-pub use cells::{parse_coordinate, sheet_name};
-
-use std::fs::File;
-use std::io::{self, Read, Seek};
+use std::io::{self, Read};
 use std::path::Path;
 
-use encoding_rs::Encoding;
-use encoding_rs_io::{DecodeReaderBytes, DecodeReaderBytesBuilder};
+pub use cells::{parse_coordinate, sheet_name};
+pub use columns::{find_columns, find_given, ColumnProblem};
+pub use csv::{CsvLayout, CsvSource};
+pub use inspect::{inspect, InspectError, Inspection, LIKELY_KOREAN_CRS};
+pub use splitter::SheetSplitter;
 
-use detect::ColumnProblem;
-use scan::{Scan, SyntaxError};
-
-/// Bytes read from the start of a file to detect its encoding and delimiter.
-pub const PREFIX_BYTES: usize = 64 * 1024;
+pub use crate::job::{Cell, Layout, TableLayout};
+pub use crate::options::ReadOptions;
 
 /// Headers listed in an error message before "… and N more".
 const LISTED_HEADERS: usize = 40;
 
-/// What the user told us; None = detect.
-#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct ReadOptions {
-    /// An encoding label: "utf-8", "cp949", "euc-kr", "utf-16le", "utf-16be" (encoding_rs labels).
-    pub encoding: Option<String>,
-    pub delimiter: Option<u8>,
-    pub x_column: Option<String>,
-    pub y_column: Option<String>,
+/// Bytes of a file's start shown to [`InputFormat::recognizes`].
+pub const HEAD_BYTES: usize = 8 * 1024;
+
+/// A file being read, record by record, tables one after another in file order.
+pub trait RecordSource: Send {
+    fn layout(&self) -> &Layout;
+    fn next_record(&mut self) -> Option<Result<InputRecord, IntakeError>>;
 }
 
-/// What was found (or given) for one file; stored with the job so a re-read gives the same rows.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
-pub struct Layout {
-    /// encoding_rs name, e.g. "UTF-8", "EUC-KR", "UTF-16LE".
-    pub encoding: String,
-    pub delimiter: u8,
-    /// Header names, trimmed of surrounding whitespace (and of a BOM).
-    pub headers: Vec<String>,
-    /// Index into `headers` of the x column.
-    pub x: usize,
-    /// Index into `headers` of the y column.
-    pub y: usize,
+/// One input format.
+pub trait InputFormat: Send + Sync {
+    /// The name kept in the layout: "csv", "xlsx", …
+    fn name(&self) -> &'static str;
+    /// Whether this format reads a file whose first bytes are `head` and whose name is
+    /// `label`. Content decides over the extension.
+    fn recognizes(&self, head: &[u8], label: &str) -> bool;
+    /// First opening: detects what `opts` leaves open.
+    fn open(
+        &self,
+        path: &Path,
+        label: &str,
+        opts: &ReadOptions,
+    ) -> Result<Box<dyn RecordSource>, IntakeError>;
+    /// Re-opening with the layout found earlier: the same records in the same order.
+    fn reopen(
+        &self,
+        path: &Path,
+        label: &str,
+        layout: &Layout,
+    ) -> Result<Box<dyn RecordSource>, IntakeError>;
 }
 
-impl Layout {
-    pub fn x_name(&self) -> &str {
-        self.headers.get(self.x).map_or("", String::as_str)
-    }
-
-    pub fn y_name(&self) -> &str {
-        self.headers.get(self.y).map_or("", String::as_str)
-    }
+/// Every input format, asked in this order; CSV, which reads any text, last.
+pub fn formats() -> &'static [&'static dyn InputFormat] {
+    static FORMATS: &[&dyn InputFormat] = &[&csv::CSV];
+    FORMATS
 }
 
-/// One data record as read: cells decoded to UTF-8 exactly as they were (no trimming).
+/// Opens a file with the format that recognizes its content.
+pub fn open(
+    path: &Path,
+    label: &str,
+    opts: &ReadOptions,
+) -> Result<Box<dyn RecordSource>, IntakeError> {
+    let head = read_head(path).map_err(|source| IntakeError::Io {
+        file: label.to_string(),
+        source,
+    })?;
+    let format = formats()
+        .iter()
+        .find(|f| f.recognizes(&head, label))
+        .ok_or_else(|| IntakeError::UnknownFormat {
+            file: label.to_string(),
+        })?;
+    format.open(path, label, opts)
+}
+
+/// Opens a file again with the layout found when its job was accepted.
+pub fn reopen(
+    path: &Path,
+    label: &str,
+    layout: &Layout,
+) -> Result<Box<dyn RecordSource>, IntakeError> {
+    let format = formats()
+        .iter()
+        .find(|f| f.name() == layout.format)
+        .ok_or_else(|| IntakeError::Changed {
+            file: label.to_string(),
+            what: format!(
+                "it was read as {:?}, which this geobatch cannot read",
+                layout.format
+            ),
+        })?;
+    format.reopen(path, label, layout)
+}
+
+fn read_head(path: &Path) -> io::Result<Vec<u8>> {
+    let mut head = Vec::with_capacity(HEAD_BYTES);
+    std::fs::File::open(path)?
+        .take(HEAD_BYTES as u64)
+        .read_to_end(&mut head)?;
+    Ok(head)
+}
+
+/// One data record as read.
 #[derive(Clone, Debug, PartialEq)]
 pub struct InputRecord {
-    /// 1-based physical line where the record starts.
+    /// Index into the layout's tables.
+    pub table: u32,
+    /// 1-based line (CSV: the physical line where the record starts) or row (workbook).
     pub line: u64,
-    pub fields: Vec<String>,
+    pub fields: Vec<Cell>,
+}
+
+impl InputRecord {
+    /// Cell `i` as text ("" past the row's end).
+    pub fn text(&self, i: usize) -> String {
+        self.fields
+            .get(i)
+            .map(|c| c.as_text().into_owned())
+            .unwrap_or_default()
+    }
 }
 
 /// Why one cell/row cannot become a point.
@@ -88,6 +151,8 @@ pub enum IntakeError {
         #[source]
         source: io::Error,
     },
+    #[error("{file}: not a file geobatch can read (CSV, or a workbook)")]
+    UnknownFormat { file: String },
     #[error(
         "{file}: unknown encoding {label:?}; use one of: utf-8, cp949 (same as euc-kr), \
          utf-16le, utf-16be"
@@ -103,12 +168,12 @@ pub enum IntakeError {
     )]
     NoHeader { file: String, line: u64 },
     #[error(
-        "{file}: no x/y columns found; headers are: {}; name them with --x and --y",
+        "{file}: no x/y columns found; headers are: {}; name them with options x and y",
         list(.headers)
     )]
     NoColumns { file: String, headers: Vec<String> },
     #[error(
-        "{file}: no {axis} column found; headers are: {}; name it with --{axis}",
+        "{file}: no {axis} column found; headers are: {}; name it with option {axis}",
         list(.headers)
     )]
     NoColumn {
@@ -116,7 +181,7 @@ pub enum IntakeError {
         axis: &'static str,
         headers: Vec<String>,
     },
-    #[error("{file}: no column {name:?} (given with --{axis}); headers are: {}", list(.headers))]
+    #[error("{file}: no column {name:?} (given with option {axis}); headers are: {}", list(.headers))]
     MissingColumn {
         file: String,
         axis: &'static str,
@@ -129,25 +194,50 @@ pub enum IntakeError {
         line: u64,
         message: String,
     },
-    #[error(
-        "{file}: the columns changed since the file was first read (was: {}; now: {}); \
-         submit the file again",
-        list(.expected),
-        list(.found)
-    )]
-    Changed {
-        file: String,
-        expected: Vec<String>,
-        found: Vec<String>,
-    },
+    #[error("{file}: the file changed since it was first read ({what}); submit it again")]
+    Changed { file: String, what: String },
+}
+
+impl IntakeError {
+    /// Which job option the error is about, if one is.
+    pub fn option(&self) -> Option<&'static str> {
+        match self {
+            IntakeError::UnknownEncoding { .. } => Some("encoding"),
+            IntakeError::BadDelimiter { .. } => Some("delimiter"),
+            IntakeError::NoColumns { .. } => Some("x"),
+            IntakeError::NoColumn { axis, .. } | IntakeError::MissingColumn { axis, .. } => {
+                Some(axis)
+            }
+            _ => None,
+        }
+    }
+
+    /// The error for the columns of one table of `file`.
+    pub fn columns(file: &str, headers: &[String], problem: ColumnProblem) -> IntakeError {
+        let (file, headers) = (file.to_string(), headers.to_vec());
+        match problem {
+            ColumnProblem::NoneFound => IntakeError::NoColumns { file, headers },
+            ColumnProblem::OtherNotFound(axis) => IntakeError::NoColumn {
+                file,
+                axis,
+                headers,
+            },
+            ColumnProblem::GivenMissing(axis, name) => IntakeError::MissingColumn {
+                file,
+                axis,
+                name,
+                headers,
+            },
+        }
+    }
 }
 
 /// `"a", "b", …` for a message, cut short when there are many.
-fn list(headers: &[String]) -> String {
+pub(crate) fn list(headers: &[String]) -> String {
     let mut out = headers
         .iter()
         .take(LISTED_HEADERS)
-        .map(|h| format!("{h:?}"))
+        .map(|h| crate::job::quote_short(h))
         .collect::<Vec<_>>()
         .join(", ");
     if headers.len() > LISTED_HEADERS {
@@ -159,288 +249,10 @@ fn list(headers: &[String]) -> String {
     out
 }
 
-type Decoded = DecodeReaderBytes<File, Vec<u8>>;
-
-/// A CSV file being read record by record (the header is read at opening).
-pub struct CsvSource {
-    reader: csv::Reader<Scan<Decoded>>,
-    record: csv::StringRecord,
-    layout: Layout,
-    label: String,
-    done: bool,
-}
-
-impl std::fmt::Debug for CsvSource {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("CsvSource")
-            .field("label", &self.label)
-            .field("layout", &self.layout)
-            .finish_non_exhaustive()
-    }
-}
-
-impl CsvSource {
-    /// Opens `path` and detects what `opts` leaves open. `label` is the file name shown to
-    /// people in errors (e.g. "stores.csv").
-    pub fn open(path: &Path, label: &str, opts: &ReadOptions) -> Result<CsvSource, IntakeError> {
-        let io_err = |source| IntakeError::Io {
-            file: label.to_string(),
-            source,
-        };
-        let mut file = File::open(path).map_err(io_err)?;
-        let (prefix, complete) = read_prefix(&mut file).map_err(io_err)?;
-
-        let encoding = match &opts.encoding {
-            Some(given) => {
-                let encoding = detect::encoding_for_label(given).ok_or_else(|| {
-                    IntakeError::UnknownEncoding {
-                        file: label.to_string(),
-                        label: given.clone(),
-                    }
-                })?;
-                if let Some((bom, _)) = Encoding::for_bom(&prefix) {
-                    if bom != encoding {
-                        tracing::warn!(
-                            "{label}: starts with a {} byte order mark but is read as {} as asked",
-                            bom.name(),
-                            encoding.name()
-                        );
-                    }
-                }
-                encoding
-            }
-            None => detect::sniff_encoding(&prefix, complete),
-        };
-        let delimiter = match opts.delimiter {
-            Some(d) => check_delimiter(d, label)?,
-            None => detect::sniff_delimiter(&detect::decode_prefix(encoding, &prefix), complete),
-        };
-        drop(prefix);
-        file.rewind().map_err(io_err)?;
-
-        let mut source = CsvSource::start(file, label, encoding, delimiter)?;
-        let headers = &source.layout.headers;
-        let (x, y) =
-            detect::find_columns(headers, opts.x_column.as_deref(), opts.y_column.as_deref())
-                .map_err(|problem| {
-                    let file = label.to_string();
-                    let headers = headers.clone();
-                    match problem {
-                        ColumnProblem::NoneFound => IntakeError::NoColumns { file, headers },
-                        ColumnProblem::OtherNotFound(axis) => IntakeError::NoColumn {
-                            file,
-                            axis,
-                            headers,
-                        },
-                        ColumnProblem::GivenMissing(axis, name) => IntakeError::MissingColumn {
-                            file,
-                            axis,
-                            name,
-                            headers,
-                        },
-                    }
-                })?;
-        source.layout.x = x;
-        source.layout.y = y;
-        tracing::debug!(
-            file = label,
-            encoding = encoding.name(),
-            delimiter = %char::from(delimiter).escape_default(),
-            x = source.layout.x_name(),
-            y = source.layout.y_name(),
-            "layout found"
-        );
-        Ok(source)
-    }
-
-    /// Re-opens with a layout found earlier (no detection): same records in the same order.
-    pub fn reopen(path: &Path, label: &str, layout: &Layout) -> Result<CsvSource, IntakeError> {
-        let encoding = detect::encoding_for_label(&layout.encoding).ok_or_else(|| {
-            IntakeError::UnknownEncoding {
-                file: label.to_string(),
-                label: layout.encoding.clone(),
-            }
-        })?;
-        let delimiter = check_delimiter(layout.delimiter, label)?;
-        let file = File::open(path).map_err(|source| IntakeError::Io {
-            file: label.to_string(),
-            source,
-        })?;
-        let mut source = CsvSource::start(file, label, encoding, delimiter)?;
-        if source.layout.headers != layout.headers
-            || layout.x >= layout.headers.len()
-            || layout.y >= layout.headers.len()
-        {
-            return Err(IntakeError::Changed {
-                file: label.to_string(),
-                expected: layout.headers.clone(),
-                found: source.layout.headers,
-            });
-        }
-        source.layout = layout.clone();
-        Ok(source)
-    }
-
-    /// The reader positioned after the header; the layout's x/y are still 0.
-    fn start(
-        file: File,
-        label: &str,
-        encoding: &'static Encoding,
-        delimiter: u8,
-    ) -> Result<CsvSource, IntakeError> {
-        let decoded = DecodeReaderBytesBuilder::new()
-            .encoding(Some(encoding))
-            .strip_bom(true)
-            .build(file);
-        let reader = csv::ReaderBuilder::new()
-            .delimiter(delimiter)
-            .has_headers(false)
-            .flexible(true)
-            .from_reader(Scan::new(decoded, delimiter));
-        let mut source = CsvSource {
-            reader,
-            record: csv::StringRecord::new(),
-            layout: Layout {
-                encoding: encoding.name().to_string(),
-                delimiter,
-                headers: Vec::new(),
-                x: 0,
-                y: 0,
-            },
-            label: label.to_string(),
-            done: false,
-        };
-        let header = match source.next() {
-            None => {
-                return Err(IntakeError::Empty {
-                    file: label.to_string(),
-                })
-            }
-            Some(header) => header?,
-        };
-        let headers: Vec<String> = header
-            .fields
-            .iter()
-            .enumerate()
-            .map(|(i, h)| {
-                let h = if i == 0 {
-                    h.trim_start_matches('\u{feff}')
-                } else {
-                    h
-                };
-                h.trim().to_string()
-            })
-            .collect();
-        if headers.iter().all(String::is_empty) {
-            return Err(IntakeError::NoHeader {
-                file: label.to_string(),
-                line: header.line,
-            });
-        }
-        source.layout.headers = headers;
-        Ok(source)
-    }
-
-    pub fn layout(&self) -> &Layout {
-        &self.layout
-    }
-
-    pub fn label(&self) -> &str {
-        &self.label
-    }
-
-    fn error(&self, err: csv::Error) -> IntakeError {
-        let file = self.label.clone();
-        let line = err.position().map_or(0, csv::Position::line);
-        match err.into_kind() {
-            csv::ErrorKind::Io(source) => {
-                match source
-                    .get_ref()
-                    .and_then(|inner| inner.downcast_ref::<SyntaxError>())
-                {
-                    Some(syntax) => IntakeError::Syntax {
-                        file,
-                        line: syntax.line,
-                        message: syntax.message.clone(),
-                    },
-                    None => IntakeError::Io { file, source },
-                }
-            }
-            csv::ErrorKind::Utf8 { err, .. } => IntakeError::Syntax {
-                file,
-                line,
-                message: format!("invalid text: {err}"),
-            },
-            other => IntakeError::Syntax {
-                file,
-                line,
-                message: format!("{other:?}"),
-            },
-        }
-    }
-}
-
-impl Iterator for CsvSource {
-    type Item = Result<InputRecord, IntakeError>;
-
-    fn next(&mut self) -> Option<Self::Item> {
-        if self.done {
-            return None;
-        }
-        match self.reader.read_record(&mut self.record) {
-            Ok(true) => {
-                let line = self.reader.get_mut().take_start().unwrap_or_else(|| {
-                    // The scanner models the csv crate's splitting; should they ever disagree,
-                    // the csv crate's own (approximate) position is better than nothing.
-                    self.record.position().map_or(0, csv::Position::line)
-                });
-                Some(Ok(InputRecord {
-                    line,
-                    fields: self.record.iter().map(str::to_string).collect(),
-                }))
-            }
-            Ok(false) => {
-                self.done = true;
-                None
-            }
-            Err(err) => {
-                self.done = true;
-                Some(Err(self.error(err)))
-            }
-        }
-    }
-}
-
-/// The first [`PREFIX_BYTES`] of a file, and whether that is the whole file.
-fn read_prefix(file: &mut File) -> io::Result<(Vec<u8>, bool)> {
-    let mut prefix = Vec::with_capacity(PREFIX_BYTES);
-    file.by_ref()
-        .take(PREFIX_BYTES as u64 + 1)
-        .read_to_end(&mut prefix)?;
-    let complete = prefix.len() <= PREFIX_BYTES;
-    prefix.truncate(PREFIX_BYTES);
-    Ok((prefix, complete))
-}
-
-fn check_delimiter(delimiter: u8, label: &str) -> Result<u8, IntakeError> {
-    if delimiter.is_ascii() && !matches!(delimiter, b'"' | b'\n' | b'\r') {
-        return Ok(delimiter);
-    }
-    let shown = match delimiter {
-        b'"' => "the quote character '\"'".to_string(),
-        b'\n' | b'\r' => "a line break".to_string(),
-        other => format!("byte {other:#04x}"),
-    };
-    Err(IntakeError::BadDelimiter {
-        file: label.to_string(),
-        shown,
-    })
-}
-
 /// The point of a record, or why not. Ragged rows (field count != header count) are bad too
 /// (column "", raw e.g. "9 fields", reason "expected 12 fields, found 9").
-pub fn point_of(record: &InputRecord, layout: &Layout) -> Result<(f64, f64), BadCell> {
-    let expected = layout.headers.len();
+pub fn point_of(record: &InputRecord, table: &TableLayout) -> Result<(f64, f64), BadCell> {
+    let expected = table.headers.len();
     let found = record.fields.len();
     if found != expected {
         return Err(BadCell {
@@ -450,9 +262,9 @@ pub fn point_of(record: &InputRecord, layout: &Layout) -> Result<(f64, f64), Bad
         });
     }
     let cell = |i: usize| match record.fields.get(i) {
-        Some(raw) => parse_coordinate(raw).map_err(|reason| BadCell {
-            column: layout.headers[i].clone(),
-            raw: raw.clone(),
+        Some(cell) => coordinate_of(cell).map_err(|reason| BadCell {
+            column: table.headers.get(i).cloned().unwrap_or_default(),
+            raw: cell.as_text().into_owned(),
             reason,
         }),
         None => Err(BadCell {
@@ -461,7 +273,18 @@ pub fn point_of(record: &InputRecord, layout: &Layout) -> Result<(f64, f64), Bad
             reason: format!("no column {} in a row of {}", i + 1, fields(found)),
         }),
     };
-    Ok((cell(layout.x)?, cell(layout.y)?))
+    Ok((cell(table.x)?, cell(table.y)?))
+}
+
+/// A coordinate cell: a number cell as it is, a text cell parsed as text.
+fn coordinate_of(cell: &Cell) -> Result<f64, String> {
+    match cell {
+        Cell::Number(n) if n.is_finite() => Ok(*n),
+        Cell::Number(n) => Err(format!("not a finite number: {n}")),
+        Cell::Text(s) => parse_coordinate(s),
+        Cell::Empty => Err("empty".to_string()),
+        Cell::Bool(_) | Cell::Date(_) => Err(format!("not a number: {:?}", cell.as_text())),
+    }
 }
 
 fn fields(n: usize) -> String {
@@ -469,5 +292,62 @@ fn fields(n: usize) -> String {
         "1 field".to_string()
     } else {
         format!("{n} fields")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(headers: &[&str], x: usize, y: usize) -> TableLayout {
+        TableLayout {
+            name: "t".into(),
+            headers: headers.iter().map(|h| h.to_string()).collect(),
+            header_line: 1,
+            x,
+            y,
+        }
+    }
+
+    fn record(fields: Vec<Cell>) -> InputRecord {
+        InputRecord {
+            table: 0,
+            line: 2,
+            fields,
+        }
+    }
+
+    #[test]
+    fn number_cells_are_read_as_numbers_and_text_cells_as_text() {
+        let t = table(&["name", "lon", "lat"], 1, 2);
+        let r = record(vec![
+            Cell::Text("a".into()),
+            Cell::Number(127.25),
+            Cell::Text(" 37.5 ".into()),
+        ]);
+        assert_eq!(point_of(&r, &t), Ok((127.25, 37.5)));
+        let r = record(vec![Cell::Empty, Cell::Number(f64::NAN), Cell::Number(1.0)]);
+        assert_eq!(point_of(&r, &t).unwrap_err().column, "lon");
+        let r = record(vec![Cell::Empty, Cell::Bool(true), Cell::Number(1.0)]);
+        assert!(point_of(&r, &t)
+            .unwrap_err()
+            .reason
+            .contains("not a number"));
+        let r = record(vec![
+            Cell::Empty,
+            Cell::Date("2024-01-01".into()),
+            Cell::Number(1.0),
+        ]);
+        assert!(point_of(&r, &t).is_err());
+        let r = record(vec![Cell::Empty, Cell::Empty, Cell::Number(1.0)]);
+        assert_eq!(point_of(&r, &t).unwrap_err().reason, "empty");
+    }
+
+    #[test]
+    fn a_bad_layout_is_an_error_row_not_a_panic() {
+        let t = table(&["x"], 0, 5);
+        let r = record(vec![Cell::Text("1".into())]);
+        assert!(point_of(&r, &t).is_err());
+        assert_eq!(t.y_name(), "");
     }
 }

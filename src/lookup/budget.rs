@@ -89,8 +89,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 pub use futures::future::BoxFuture;
 
-/// Milliseconds in one UTC day.
-pub const DAY_MS: i64 = 86_400_000;
+use crate::store::ResultStore;
+pub use crate::store::DAY_MS;
 
 /// A reserved request slot.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -105,7 +105,7 @@ pub struct Slot {
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum BudgetError {
     /// Every request of today's quota is taken.
-    #[error("daily quota spent; resets at {}", crate::lookup::fmt_unix_ms(*resets_at_ms))]
+    #[error("daily quota spent; resets at {}", super::fmt_unix_ms(*resets_at_ms))]
     QuotaExhausted { resets_at_ms: i64 },
     /// The shared gate cannot be reached (store down): try again later.
     #[error("provider budget unavailable: {0}")]
@@ -192,6 +192,32 @@ impl BudgetGate for LocalBudget {
     ) -> BoxFuture<'a, Result<Slot, BudgetError>> {
         let result = self.reserve_at(provider, interval_ms, daily_quota, unix_ms());
         Box::pin(std::future::ready(result))
+    }
+}
+
+/// The budget of every provider kept in the store: shared by every process that opens it.
+impl BudgetGate for ResultStore {
+    fn reserve<'a>(
+        &'a self,
+        provider: &'a str,
+        interval_ms: f64,
+        daily_quota: Option<u64>,
+    ) -> BoxFuture<'a, Result<Slot, BudgetError>> {
+        Box::pin(async move {
+            match self
+                .reserve_budget_slot(provider, interval_ms, daily_quota)
+                .await
+            {
+                Ok(Ok(r)) => Ok(Slot {
+                    at_ms: r.at_ms,
+                    wait: r.wait,
+                }),
+                Ok(Err(spent)) => Err(BudgetError::QuotaExhausted {
+                    resets_at_ms: spent.resets_at_ms,
+                }),
+                Err(e) => Err(BudgetError::Unavailable(e.to_string())),
+            }
+        })
     }
 }
 

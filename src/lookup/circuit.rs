@@ -97,6 +97,14 @@ impl Circuit {
         }
     }
 
+    /// How long the circuit stays open from now (zero when it is not open).
+    pub(crate) fn open_for(&self) -> Duration {
+        match *self.lock() {
+            State::Open { until, .. } => until.saturating_duration_since(Instant::now()),
+            _ => Duration::ZERO,
+        }
+    }
+
     /// The provider answered (whatever the answer): the failure streak ends.
     pub(crate) fn record_success(&self) {
         let mut state = self.lock();

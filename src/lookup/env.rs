@@ -1,36 +1,43 @@
-//! What one process knows about the providers from its environment: API keys and base URLs.
-//! Never stored with a job: every worker process reads its own.
+//! What one process knows about the providers: keys and base URLs from each provider's own
+//! flags and variables (declared by the provider, so a new provider brings its own), and the
+//! key file any provider may fall back to. Never stored with a job: every process reads its own.
 
 use std::path::PathBuf;
 
-use super::{ConfigError, Provider, Secret};
+use clap::{Arg, ArgMatches};
 
-/// The variable holding a file with the key, for any provider (its first line).
-pub const KEY_FILE_ENV: &str = "GEOBATCH_LOOKUP_KEY_FILE";
+use super::providers::{self, ProviderSpec};
+use super::ConfigError;
+use crate::secret::Secret;
+use crate::settings::{ProviderEnv, Settings, KEY_FILE_ENV};
 
-/// Keys and base URLs of this process (`KAKAO_REST_API_KEY`, `VWORLD_API_KEY`,
-/// `GEOBATCH_LOOKUP_KEY_FILE`, `GEOBATCH_{KAKAO,VWORLD,NOMINATIM}_BASE_URL`).
 #[derive(Clone, Debug, Default)]
 pub struct LookupEnv {
-    pub kakao_key: Option<Secret>,
-    pub vworld_key: Option<Secret>,
-    /// A file holding the key (first line): used when the provider's own variable is unset.
-    pub key_file: Option<PathBuf>,
-    pub kakao_base_url: Option<String>,
-    pub vworld_base_url: Option<String>,
-    pub nominatim_base_url: Option<String>,
+    providers: ProviderEnv,
+    key_file: Option<PathBuf>,
 }
 
 impl LookupEnv {
-    /// The key for `provider`: its own variable, else the key file; `None` when neither is
-    /// set. A key file that is set but unreadable or empty is an error.
-    pub fn key(&self, provider: Provider) -> Result<Option<Secret>, ConfigError> {
-        let own = match provider {
-            Provider::Kakao => self.kakao_key.as_ref(),
-            Provider::Vworld => self.vworld_key.as_ref(),
-            Provider::Nominatim | Provider::Template => None,
-        };
-        if let Some(key) = own.filter(|k| !k.expose().is_empty()) {
+    pub fn new(providers: ProviderEnv, key_file: Option<PathBuf>) -> LookupEnv {
+        LookupEnv {
+            providers,
+            key_file,
+        }
+    }
+
+    pub fn from_settings(settings: &Settings) -> LookupEnv {
+        LookupEnv::new(settings.providers.clone(), settings.lookup_key_file.clone())
+    }
+
+    /// The key for `provider`: its own variable, else the key file; None when neither is set.
+    /// A key file that is set but unreadable or empty is an error.
+    pub fn key(&self, provider: &dyn ProviderSpec) -> Result<Option<Secret>, ConfigError> {
+        if let Some(key) = self
+            .providers
+            .keys
+            .get(provider.name())
+            .filter(|k| !k.is_empty())
+        {
             return Ok(Some(key.clone()));
         }
         match &self.key_file {
@@ -45,23 +52,91 @@ impl LookupEnv {
     }
 
     /// The key `provider` must have, or an error naming the variable to set.
-    pub fn required_key(&self, provider: Provider) -> Result<Secret, ConfigError> {
+    pub fn required_key(&self, provider: &dyn ProviderSpec) -> Result<Secret, ConfigError> {
         self.key(provider)?.ok_or(ConfigError::KeyNotSet {
-            provider,
+            provider: provider.name(),
             var: provider.key_env().unwrap_or(KEY_FILE_ENV),
         })
     }
 
-    /// The configured base URL of `provider` (None: the public service).
-    pub fn base_url(&self, provider: Provider) -> Option<String> {
-        match provider {
-            Provider::Kakao => self.kakao_base_url.clone(),
-            Provider::Vworld => self.vworld_base_url.clone(),
-            Provider::Nominatim => self.nominatim_base_url.clone(),
-            Provider::Template => None,
-        }
-        .filter(|u| !u.trim().is_empty())
+    /// The configured base URL of `provider` (None: its public service).
+    pub fn base_url(&self, provider: &dyn ProviderSpec) -> Option<String> {
+        self.providers
+            .base_urls
+            .get(provider.name())
+            .filter(|u| !u.trim().is_empty())
+            .cloned()
     }
+}
+
+/// `--kakao-rest-api-key` from `KAKAO_REST_API_KEY`.
+fn flag_of(var: &str) -> &'static str {
+    // Once per provider at start-up: clap wants names that live as long as the command.
+    Box::leak(var.to_ascii_lowercase().replace('_', "-").into_boxed_str())
+}
+
+fn base_flag(p: &dyn ProviderSpec) -> Option<&'static str> {
+    p.base_url_env()
+        .map(|v| flag_of(v.strip_prefix("GEOBATCH_").unwrap_or(v)))
+}
+
+/// Each provider's key and base-URL flags, with their variables, for every command.
+pub fn cli_args() -> Vec<Arg> {
+    let mut args = Vec::new();
+    for p in providers::all() {
+        if let Some(var) = p.key_env() {
+            args.push(
+                Arg::new(flag_of(var))
+                    .long(flag_of(var))
+                    .env(var)
+                    .global(true)
+                    .hide_env_values(true)
+                    .value_name("KEY")
+                    .help(format!(
+                        "{} API key, for lookup {} (never stored with a job; each process has its own)",
+                        p.title(),
+                        p.name()
+                    )),
+            );
+        }
+        if let (Some(var), Some(flag)) = (p.base_url_env(), base_flag(*p)) {
+            args.push(
+                Arg::new(flag)
+                    .long(flag)
+                    .env(var)
+                    .global(true)
+                    .value_name("URL")
+                    .help(format!(
+                        "{} base URL (unset: {})",
+                        p.title(),
+                        p.default_base_url().unwrap_or("none")
+                    )),
+            );
+        }
+    }
+    args
+}
+
+/// The values of [`cli_args`].
+pub fn provider_env(matches: &ArgMatches) -> ProviderEnv {
+    let mut env = ProviderEnv::default();
+    for p in providers::all() {
+        if let Some(var) = p.key_env() {
+            if let Ok(Some(key)) = matches.try_get_one::<String>(flag_of(var)) {
+                let key = key.trim();
+                if !key.is_empty() {
+                    env.keys.insert(p.name().to_string(), Secret::new(key));
+                }
+            }
+        }
+        if let Some(flag) = base_flag(*p) {
+            if let Ok(Some(url)) = matches.try_get_one::<String>(flag) {
+                env.base_urls
+                    .insert(p.name().to_string(), url.trim().to_string());
+            }
+        }
+    }
+    env
 }
 
 #[cfg(test)]
@@ -73,27 +148,42 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("key");
         std::fs::write(&file, "FILEKEY\n").unwrap();
+        let kakao = providers::find("kakao").unwrap();
+        let vworld = providers::find("vworld").unwrap();
         let mut env = LookupEnv::default();
-        let err = env.required_key(Provider::Kakao).unwrap_err().to_string();
+        let err = env.required_key(kakao).unwrap_err().to_string();
         assert!(err.contains("KAKAO_REST_API_KEY"), "{err}");
-        let err = env.required_key(Provider::Vworld).unwrap_err().to_string();
+        let err = env.required_key(vworld).unwrap_err().to_string();
         assert!(err.contains("VWORLD_API_KEY"), "{err}");
         env.key_file = Some(file.clone());
-        assert_eq!(
-            env.required_key(Provider::Kakao).unwrap().expose(),
-            "FILEKEY"
-        );
-        env.kakao_key = Some(Secret::new("ENVKEY"));
-        assert_eq!(
-            env.required_key(Provider::Kakao).unwrap().expose(),
-            "ENVKEY"
-        );
-        assert_eq!(
-            env.required_key(Provider::Vworld).unwrap().expose(),
-            "FILEKEY"
-        );
+        assert_eq!(env.required_key(kakao).unwrap().expose(), "FILEKEY");
+        env.providers
+            .keys
+            .insert("kakao".into(), Secret::new("ENVKEY"));
+        assert_eq!(env.required_key(kakao).unwrap().expose(), "ENVKEY");
+        assert_eq!(env.required_key(vworld).unwrap().expose(), "FILEKEY");
         std::fs::write(&file, "\n").unwrap();
-        let err = env.key(Provider::Vworld).unwrap_err().to_string();
+        let err = env.key(vworld).unwrap_err().to_string();
         assert!(err.contains(KEY_FILE_ENV), "{err}");
+    }
+
+    #[test]
+    fn every_provider_brings_its_own_flags() {
+        let cmd = clap::Command::new("x").args(cli_args());
+        let m = cmd
+            .try_get_matches_from([
+                "x",
+                "--kakao-rest-api-key",
+                " K ",
+                "--nominatim-base-url",
+                "http://127.0.0.1:9",
+            ])
+            .unwrap();
+        let env = provider_env(&m);
+        assert_eq!(env.keys["kakao"].expose(), "K");
+        assert_eq!(env.base_urls["nominatim"], "http://127.0.0.1:9");
+        assert!(cli_args()
+            .iter()
+            .any(|a| a.get_long() == Some("vworld-api-key")));
     }
 }

@@ -6,31 +6,120 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use tokio::sync::OnceCell;
 
-use crate::convert::crs::Transform;
-use crate::lookup::{Lookup, LookupError, LookupOutcome, Provider, KEY_FILE_ENV};
-use crate::store::{CacheKey, Outcome, ResultStore, RowResult};
-
-/// Where rows whose lookup failed for good are reported.
-pub const DLQ_TOPIC: &str = "geobatch.dlq";
+use super::worker::until_ok;
+use super::{counters, JobError, Pipeline};
+use crate::bus::{Bus, DLQ_TOPIC};
+use crate::convert::crs::{Crs, Transform};
+use crate::job::{Epsg, JobId, JobState, Outcome, RowResult, RowStatus};
+use crate::lookup::{self, Answer, Lookup, LookupEnv, LookupError, LookupStats, PointKey, Query};
+use crate::options::JobOptions;
+use crate::settings::KEY_FILE_ENV;
+use crate::store::{now_ms, ResultStore};
 
 /// Lookups in flight per batch (the budget gate decides when each is sent).
 const CONCURRENCY: usize = 8;
 
-type Answer = Result<LookupOutcome, LookupError>;
+/// The columns a job's lookup adds after the position.
+pub(super) fn added_columns(options: &JobOptions) -> &'static [&'static str] {
+    if options.lookup.is_some() {
+        &lookup::REVERSE_FIELDS
+    } else {
+        &[]
+    }
+}
+
+type AnswerResult = Result<Answer, LookupError>;
 /// One lookup's answer and whether a request was sent for it, awaited by every task that
 /// wants it.
-type SharedAnswer = Shared<BoxFuture<'static, (Answer, bool)>>;
+type SharedAnswer = Shared<BoxFuture<'static, (AnswerResult, bool)>>;
+
+/// What every worker task of this process shares: one `Lookup` per provider and budget (its
+/// pacing and circuit are the process's), the lookups in flight, the dead-letter topic.
+#[derive(Default)]
+pub(super) struct Lookups {
+    by_identity: Mutex<HashMap<String, Arc<Lookup>>>,
+    in_flight: Arc<InFlight>,
+    dlq_created: OnceCell<()>,
+}
+
+impl Lookups {
+    /// The job's lookup with this process's keys; None for a job without one.
+    pub(super) fn for_job(
+        &self,
+        options: &JobOptions,
+        env: &LookupEnv,
+        store: &ResultStore,
+    ) -> Result<Option<JobLookup>, JobError> {
+        let Some(cfg) = lookup::job_config(options, env)? else {
+            return Ok(None);
+        };
+        let provider = cfg.provider;
+        let daily_quota = cfg.daily_quota;
+        let identity = format!(
+            "{}|{}|{:?}",
+            cfg.identity(),
+            cfg.rate_per_sec,
+            cfg.daily_quota
+        );
+        let lookup = {
+            let mut lookups = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+            match lookups.get(&identity) {
+                Some(l) => l.clone(),
+                None => {
+                    let gate: Arc<dyn lookup::BudgetGate> = Arc::new(store.clone());
+                    let l = Arc::new(Lookup::new(cfg, gate)?);
+                    lookups.insert(identity, l.clone());
+                    l
+                }
+            }
+        };
+        let target = Crs::from_epsg(options.target()).map_err(crate::convert::EngineError::from)?;
+        let wgs84 = Crs::from_epsg(Epsg::WGS84).map_err(crate::convert::EngineError::from)?;
+        Ok(Some(JobLookup {
+            in_flight: self.in_flight.clone(),
+            lookup,
+            may_cache: provider.may_cache(),
+            daily_quota,
+            ttl_ms: options
+                .cache_ttl_secs()
+                .saturating_mul(1000)
+                .min(i64::MAX as u64) as i64,
+            to_wgs84: (target.epsg() != wgs84.epsg()).then(|| Transform::new(target, wgs84)),
+        }))
+    }
+
+    /// This process's lookup counters, summed per provider.
+    pub(super) fn stats(&self) -> Vec<(&'static str, LookupStats)> {
+        let lookups = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+        let mut per: HashMap<&'static str, LookupStats> = HashMap::new();
+        for l in lookups.values() {
+            let (s, sum) = (l.stats(), per.entry(l.provider().name()).or_default());
+            sum.requests += s.requests;
+            sum.retries += s.retries;
+            sum.rate_limited += s.rate_limited;
+            sum.server_errors += s.server_errors;
+            sum.timeouts += s.timeouts;
+            sum.connect_errors += s.connect_errors;
+            sum.circuit_opens += s.circuit_opens;
+        }
+        let mut out: Vec<_> = per.into_iter().collect();
+        out.sort_by_key(|(p, _)| *p);
+        out
+    }
+}
 
 /// Lookups in flight in this process: a point another worker task is already asking about is
 /// not asked again, its answer is shared (batches of one job often hold the same buildings).
 #[derive(Default)]
 pub(super) struct InFlight {
-    lookups: Mutex<HashMap<(Provider, CacheKey), SharedAnswer>>,
+    lookups: Mutex<HashMap<(String, PointKey), SharedAnswer>>,
 }
 
 impl InFlight {
@@ -42,31 +131,30 @@ impl InFlight {
         &self,
         lookup: &Arc<Lookup>,
         store: &ResultStore,
-        fresh_since_ms: i64,
-        key: CacheKey,
-    ) -> (Answer, bool) {
-        let provider = lookup.provider();
+        cache: Option<i64>,
+        key: PointKey,
+    ) -> (AnswerResult, bool) {
+        let identity = lookup.identity().to_string();
         let (answer, mine) = {
             let mut map = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-            match map.get(&(provider, key)) {
+            match map.get(&(identity.clone(), key)) {
                 Some(f) => (f.clone(), false),
                 None => {
-                    let (lookup, store) = (lookup.clone(), store.clone());
+                    let (lookup, store, id) = (lookup.clone(), store.clone(), identity.clone());
                     let f = async move {
-                        let name = provider.as_str();
-                        if let Ok(mut hit) =
-                            store.cached_lookups(name, &[key], fresh_since_ms).await
-                        {
-                            if let Some(outcome) = hit.remove(&key) {
-                                return (Ok(outcome), false);
+                        if let Some(fresh_since) = cache {
+                            if let Some(answer) = cached(&store, &id, &[key], fresh_since)
+                                .await
+                                .ok()
+                                .and_then(|mut hit| hit.remove(&key))
+                            {
+                                return (Ok(answer), false);
                             }
                         }
                         let (lon, lat) = key.degrees();
-                        let answer = lookup.lookup(lon, lat).await;
-                        if let Ok(outcome) = &answer {
-                            if let Err(e) =
-                                store.cache_lookups(name, &[(key, outcome.clone())]).await
-                            {
+                        let answer = lookup.ask(&Query::Point { lon, lat }).await;
+                        if let (Ok(a), Some(_)) = (&answer, cache) {
+                            if let Err(e) = store_answers(&store, &id, &[(key, a.clone())]).await {
                                 tracing::warn!("cannot cache an address answer: {e}");
                             }
                         }
@@ -74,7 +162,7 @@ impl InFlight {
                     }
                     .boxed()
                     .shared();
-                    map.insert((provider, key), f.clone());
+                    map.insert((identity.clone(), key), f.clone());
                     (f, true)
                 }
             }
@@ -82,25 +170,65 @@ impl InFlight {
         let (result, sent) = answer.clone().await;
         // Whoever sees it finish removes it (the task that started it may be gone).
         let mut map = self.lookups.lock().unwrap_or_else(|e| e.into_inner());
-        if map.get(&(provider, key)).is_some_and(|f| f.ptr_eq(&answer)) {
-            map.remove(&(provider, key));
+        if map
+            .get(&(identity.clone(), key))
+            .is_some_and(|f| f.ptr_eq(&answer))
+        {
+            map.remove(&(identity, key));
         }
         (result, mine && sent)
     }
 }
 
+async fn cached(
+    store: &ResultStore,
+    identity: &str,
+    keys: &[PointKey],
+    fresh_since_ms: i64,
+) -> Result<HashMap<PointKey, Answer>, crate::store::StoreError> {
+    let by_query: HashMap<String, PointKey> = keys.iter().map(|k| (k.query(), *k)).collect();
+    let queries: Vec<String> = by_query.keys().cloned().collect();
+    let found = store
+        .cached_answers(identity, &queries, fresh_since_ms)
+        .await?;
+    Ok(found
+        .into_iter()
+        .filter_map(|(q, json)| {
+            // An answer this version cannot read is as good as none: it is asked again.
+            let answer: Answer = serde_json::from_str(&json).ok()?;
+            Some((*by_query.get(&q)?, answer))
+        })
+        .collect())
+}
+
+async fn store_answers(
+    store: &ResultStore,
+    identity: &str,
+    answers: &[(PointKey, Answer)],
+) -> Result<(), crate::store::StoreError> {
+    let rows: Vec<(String, String)> = answers
+        .iter()
+        .map(|(k, a)| {
+            (
+                k.query(),
+                serde_json::to_string(a).expect("answers serialize"),
+            )
+        })
+        .collect();
+    store.cache_answers(identity, &rows).await
+}
+
 /// A job's lookup as one worker runs it.
 pub(super) struct JobLookup {
-    /// Shared by every worker task of the process.
-    pub in_flight: Arc<InFlight>,
-    /// Shared by every worker task of the process for the same provider and budget.
-    pub lookup: Arc<Lookup>,
-    pub provider: Provider,
-    pub daily_quota: Option<u64>,
+    in_flight: Arc<InFlight>,
+    pub(super) lookup: Arc<Lookup>,
+    /// The provider's terms allow keeping its answers.
+    may_cache: bool,
+    daily_quota: Option<u64>,
     /// Cached answers fetched earlier than this many milliseconds ago are not used.
-    pub ttl_ms: i64,
+    ttl_ms: i64,
     /// From the job's target CRS to WGS84; None when the target is WGS84.
-    pub to_wgs84: Option<Transform>,
+    to_wgs84: Option<Transform>,
 }
 
 /// Why a batch's results cannot be stored yet (or ever).
@@ -128,7 +256,7 @@ pub(super) struct Looked {
 /// A row whose lookup failed for good, as published to `geobatch.dlq` (JSON).
 #[derive(Clone, Debug, Serialize, PartialEq)]
 pub struct DeadLetter {
-    pub job: String,
+    pub job: JobId,
     pub sheet: u32,
     pub seq: u64,
     pub lon: f64,
@@ -141,40 +269,42 @@ impl JobLookup {
     pub(super) async fn apply(
         &self,
         store: &ResultStore,
-        job: &str,
+        job: &JobId,
         sheet: u32,
         results: &[RowResult],
     ) -> Result<Looked, Halt> {
         // Each row's WGS84 point, or the reason it has none.
         let points: Vec<Option<Result<(f64, f64), String>>> = results
             .iter()
-            .map(|r| match r.outcome {
-                Outcome::Point { x, y } => Some(match &self.to_wgs84 {
+            .map(|r| {
+                r.outcome.position().map(|(x, y)| match &self.to_wgs84 {
                     None => Ok((x, y)),
                     Some(t) => t
                         .convert(x, y)
                         .map_err(|e| format!("cannot transform to WGS84 for the lookup: {e}")),
-                }),
-                _ => None,
+                })
             })
             .collect();
-        let keys: Vec<CacheKey> = points
+        let keys: Vec<PointKey> = points
             .iter()
             .flatten()
             .flatten()
-            .map(|&(lon, lat)| CacheKey::of(lon, lat))
+            .map(|&(lon, lat)| PointKey::of(lon, lat))
             .collect::<HashSet<_>>()
             .into_iter()
             .collect();
-        let fresh_since = crate::store::now_ms() - self.ttl_ms;
-        let mut answers: HashMap<CacheKey, Result<LookupOutcome, LookupError>> = store
-            .cached_lookups(self.provider.as_str(), &keys, fresh_since)
-            .await
-            .map_err(|e| Halt::Unavailable(e.to_string()))?
-            .into_iter()
-            .map(|(k, v)| (k, Ok(v)))
-            .collect();
-        let misses: Vec<CacheKey> = keys
+        let identity = self.lookup.identity();
+        let cache = self.may_cache.then(|| crate::store::now_ms() - self.ttl_ms);
+        let mut answers: HashMap<PointKey, AnswerResult> = match cache {
+            Some(fresh_since) => cached(store, identity, &keys, fresh_since)
+                .await
+                .map_err(|e| Halt::Unavailable(e.to_string()))?
+                .into_iter()
+                .map(|(k, v)| (k, Ok(v)))
+                .collect(),
+            None => HashMap::new(),
+        };
+        let misses: Vec<PointKey> = keys
             .iter()
             .filter(|k| !answers.contains_key(k))
             .copied()
@@ -186,15 +316,15 @@ impl JobLookup {
             let (lookup, in_flight) = (&self.lookup, &self.in_flight);
             let mut answering = stream::iter(misses)
                 .map(|k| async move {
-                    let (answer, mine) = in_flight.lookup(lookup, store, fresh_since, k).await;
+                    let (answer, mine) = in_flight.lookup(lookup, store, cache, k).await;
                     (k, answer, mine)
                 })
                 .buffer_unordered(CONCURRENCY);
             while let Some((key, answer, mine)) = answering.next().await {
                 sent += u64::from(mine);
                 match answer {
-                    Ok(outcome) => {
-                        answers.insert(key, Ok(outcome));
+                    Ok(a) => {
+                        answers.insert(key, Ok(a));
                     }
                     Err(e @ LookupError::InvalidKey { .. }) => {
                         halt = Some(Halt::InvalidKey(self.invalid_key_message(&e)));
@@ -227,34 +357,38 @@ impl JobLookup {
             .iter()
             .zip(points)
             .map(|(r, point)| {
-                let outcome = match (point, &r.outcome) {
-                    (Some(Ok((lon, lat))), &Outcome::Point { x, y }) => {
+                let outcome = match (point, r.outcome.position()) {
+                    (Some(Ok((lon, lat))), Some(position)) => {
                         located += 1;
-                        match &answers[&CacheKey::of(lon, lat)] {
-                            Ok(LookupOutcome::Found(a)) => Outcome::Located {
-                                x,
-                                y,
-                                address: Some(a.clone()),
+                        match &answers[&PointKey::of(lon, lat)] {
+                            Ok(Answer::Found(found)) => Outcome::Resolved {
+                                status: RowStatus::Ok,
+                                point: Some(position),
+                                fields: found
+                                    .fields
+                                    .iter()
+                                    .map(|(k, v)| (k.clone(), v.clone()))
+                                    .collect(),
                             },
-                            Ok(LookupOutcome::NoResult) => Outcome::Located {
-                                x,
-                                y,
-                                address: None,
+                            Ok(Answer::NoResult) => Outcome::Resolved {
+                                status: RowStatus::NoResult,
+                                point: Some(position),
+                                fields: Vec::new(),
                             },
                             Err(e) => {
                                 dead_letters.push(DeadLetter {
-                                    job: job.to_string(),
+                                    job: job.clone(),
                                     sheet,
                                     seq: r.seq,
                                     lon,
                                     lat,
                                     reason: e.to_string(),
                                 });
-                                failed(e.to_string())
+                                Outcome::failed(e.to_string())
                             }
                         }
                     }
-                    (Some(Err(reason)), _) => failed(reason),
+                    (Some(Err(reason)), _) => Outcome::failed(reason),
                     _ => r.outcome.clone(),
                 };
                 RowResult {
@@ -273,12 +407,18 @@ impl JobLookup {
 
     /// "KAKAO_REST_API_KEY was refused by Kakao (HTTP 401, -401) …".
     fn invalid_key_message(&self, e: &LookupError) -> String {
-        let var = self.provider.key_env().unwrap_or(KEY_FILE_ENV);
+        let provider = self.lookup.provider();
+        let var = provider.key_env().unwrap_or(KEY_FILE_ENV);
         let detail = match e {
-            LookupError::InvalidKey { status, code, .. } => format!(
-                "HTTP {status}{}",
+            LookupError::InvalidKey {
+                status, code, hint, ..
+            } => format!(
+                "HTTP {status}{}{}",
                 code.as_deref()
                     .map(|c| format!(", {c}"))
+                    .unwrap_or_default(),
+                hint.as_deref()
+                    .map(|h| format!("; {h}"))
                     .unwrap_or_default()
             ),
             other => other.to_string(),
@@ -286,7 +426,7 @@ impl JobLookup {
         format!(
             "{var} was refused by {} ({detail}): set a valid key for every geobatch worker and \
              retry the job; no more addresses are requested for it",
-            self.provider.title()
+            provider.title()
         )
     }
 
@@ -298,16 +438,103 @@ impl JobLookup {
             .unwrap_or_else(|| "daily quota".into());
         format!(
             "{quota} for {} is spent; resumes at {}",
-            self.provider,
-            crate::lookup::fmt_unix_ms(resets_at_ms)
+            self.lookup.provider().name(),
+            lookup::fmt_unix_ms(resets_at_ms)
         )
     }
 }
 
-fn failed(reason: String) -> Outcome {
-    Outcome::Failed {
-        column: None,
-        raw: None,
-        reason,
+impl Pipeline {
+    /// Looks up the batch's points until that can be done: waits out an open circuit or a spent
+    /// daily quota (the job shows `paused`), fails the job on a refused key (None). Rows whose
+    /// lookup failed for good go to the dead-letter topic.
+    pub(super) async fn look_up(
+        &self,
+        bus: &Bus,
+        job: &JobId,
+        sheet: u32,
+        lookup: &JobLookup,
+        results: Vec<RowResult>,
+    ) -> Result<Option<Vec<RowResult>>, JobError> {
+        let mut unavailable =
+            crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            // Another worker may have failed the job (a refused key): send nothing more for it.
+            let state = self.store.job(job).await?.map(|j| j.state);
+            if state.is_none_or(|s| s.is_finished()) {
+                return Ok(None);
+            }
+            match lookup.apply(&self.store, job, sheet, &results).await {
+                Ok(Looked {
+                    results,
+                    dead_letters,
+                    requests,
+                    cache_hits,
+                }) => {
+                    until_ok(job, "count lookups", || {
+                        self.store.add_lookup_counts(job, requests, cache_hits)
+                    })
+                    .await;
+                    counters::add(&self.counters.lookup_cache_hits, cache_hits);
+                    for letter in &dead_letters {
+                        self.dead_letter(bus, letter).await;
+                    }
+                    return Ok(Some(results));
+                }
+                Err(Halt::InvalidKey(msg)) => {
+                    tracing::error!(job = %job, "{msg}");
+                    self.store
+                        .set_state(job, JobState::Failed, Some(&msg))
+                        .await?;
+                    self.bump();
+                    return Ok(None);
+                }
+                Err(Halt::Quota { resets_at_ms }) => {
+                    let msg = lookup.quota_message(resets_at_ms);
+                    let wait = Duration::from_millis((resets_at_ms - now_ms()).max(0) as u64);
+                    self.wait_paused(job, &msg, wait).await?;
+                }
+                Err(Halt::Unavailable(reason)) => {
+                    // Only this job's partitions wait: the other jobs' go on.
+                    let wait = unavailable
+                        .next_delay()
+                        .max(lookup.lookup.circuit_open_for());
+                    let next = now_ms() + wait.as_millis() as i64;
+                    let msg = format!(
+                        "{} unavailable ({reason}); next try at {}",
+                        lookup.lookup.provider().title(),
+                        crate::merge::utc_text(next)
+                    );
+                    self.wait_paused(job, &msg, wait).await?;
+                }
+            }
+        }
+    }
+
+    /// Shows the job `paused` with `msg` (why, and when it tries again) for `wait`, then
+    /// `running` again.
+    async fn wait_paused(&self, job: &JobId, msg: &str, wait: Duration) -> Result<(), JobError> {
+        tracing::warn!(job = %job, "{msg}");
+        self.store.pause(job, msg).await?;
+        self.bump();
+        tokio::time::sleep(wait).await;
+        self.store.unpause(job).await?;
+        self.bump();
+        Ok(())
+    }
+
+    /// Publishes a row whose lookup failed for good to `geobatch.dlq` (no key in it: the
+    /// reasons are scrubbed by the lookup).
+    async fn dead_letter(&self, bus: &Bus, letter: &DeadLetter) {
+        let payload = serde_json::to_vec(letter).expect("dead letter serializes");
+        until_ok(&letter.job, "publish to the dead-letter topic", || async {
+            self.lookups
+                .dlq_created
+                .get_or_try_init(|| bus.create_topic_named(DLQ_TOPIC))
+                .await?;
+            bus.send(DLQ_TOPIC, letter.job.as_str().as_bytes(), &payload)
+                .await
+        })
+        .await;
     }
 }

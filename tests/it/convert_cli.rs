@@ -160,7 +160,14 @@ fn projected_values_without_from_are_refused_with_likely_codes() {
     let r = convert(&dir, &[s(&input), "-o", s(&dir.path().join("o.xlsx"))]);
     assert_eq!(r.code, 2, "stderr: {}", r.stderr);
     for code in [
-        "5174", "2097", "5181", "5186", "5179", "--from", "tm.csv", "line 3",
+        "5174",
+        "2097",
+        "5181",
+        "5186",
+        "5179",
+        "option from",
+        "tm.csv",
+        "line 3",
     ] {
         assert!(r.stderr.contains(code), "{code} missing from: {}", r.stderr);
     }
@@ -180,7 +187,7 @@ fn unusable_input_is_a_clear_error() {
         "headers listed: {}",
         r.stderr
     );
-    assert!(r.stderr.contains("--x"), "{}", r.stderr);
+    assert!(r.stderr.contains("options x and y"), "{}", r.stderr);
 
     let r = convert(
         &dir,

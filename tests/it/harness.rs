@@ -208,8 +208,14 @@ impl Serve {
     /// `geobatch worker` (or any long-running command) with its log captured; `base` stays
     /// empty unless it logs a "listening on" line.
     pub fn start_cmd(dir: &TestDir, command: &str, env: &[(&str, &str)]) -> Serve {
+        Serve::start_args(dir, &[command], env)
+    }
+
+    /// `geobatch ARGS…` (the first is the command) running, its log captured.
+    pub fn start_args(dir: &TestDir, args: &[&str], env: &[(&str, &str)]) -> Serve {
+        let command = args[0];
         let mut cmd = geobatch(dir);
-        cmd.arg(command)
+        cmd.args(args)
             .env("GEOBATCH_HTTP_ADDR", "127.0.0.1:0")
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
@@ -283,6 +289,29 @@ impl Serve {
     pub fn kill(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+    }
+
+    /// Sends a signal (`libc::SIGTERM`, …) to the process.
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: kill(2) on our own child's pid; a child that already ended is no harm.
+        unsafe { libc::kill(self.child.id() as i32, signal) };
+    }
+
+    /// Waits for the process to end; its exit code (None when a signal ended it).
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<i32> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait for the child") {
+                // Whatever it logged up to the end.
+                self.logs();
+                return status.code();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the process did not end within {timeout:?}"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
     }
 }
 
@@ -571,7 +600,7 @@ impl PgDb {
                  (pg_ctlcluster 15 main start) or point GEOBATCH_TEST_PG at one"
             )
         });
-        let name = format!("geobatch_{}", uuid::Uuid::new_v4().simple());
+        let name = format!("geobatch_{}", geobatch::job::JobId::random());
         conn.execute(format!("CREATE DATABASE {name}").as_str())
             .await
             .expect("CREATE DATABASE");
@@ -684,4 +713,96 @@ impl Drop for KillOnDrop {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// `id,x,y` rows in EPSG:5174 (a grid over central Korea), ids zero-padded so input order can
+/// be checked in the workbook.
+pub fn tm_rows_csv(rows: u64) -> Vec<u8> {
+    let mut body = String::with_capacity(rows as usize * 32);
+    body.push_str("id,x,y\n");
+    for i in 0..rows {
+        body.push_str(&format!(
+            "{i:07},{:.2},{:.2}\n",
+            190_000.0 + (i % 1000) as f64 * 7.0,
+            440_000.0 + (i / 1000) as f64 * 3.0
+        ));
+    }
+    body.into_bytes()
+}
+
+/// `serve` converting nothing itself, and `workers` worker processes of one consumer task each,
+/// all on `brokers`; returns once every worker has subscribed.
+pub fn cluster(
+    dir: &TestDir,
+    brokers: &str,
+    partitions: &str,
+    batch_rows: &str,
+    workers: usize,
+) -> (Serve, Vec<Serve>) {
+    let common = [
+        ("GEOBATCH_KAFKA_BROKERS", brokers),
+        ("GEOBATCH_TOPIC_PARTITIONS", partitions),
+        ("GEOBATCH_BATCH_ROWS", batch_rows),
+    ];
+    let mut serve_env = common.to_vec();
+    serve_env.push(("GEOBATCH_WORKERS", "0"));
+    let serve = Serve::start(dir, &serve_env);
+    let mut worker_env = common.to_vec();
+    worker_env.push(("GEOBATCH_WORKERS", "1"));
+    let mut started: Vec<Serve> = (0..workers)
+        .map(|_| Serve::start_cmd(dir, "worker", &worker_env))
+        .collect();
+    for w in &mut started {
+        w.wait_for_log("worker subscribed", Duration::from_secs(60));
+    }
+    (serve, started)
+}
+
+/// A finished job's workbook, downloaded and read.
+pub async fn download_book(serve: &Serve, id: &str, dir: &TestDir) -> Book {
+    let res = client()
+        .get(serve.url(&format!("/jobs/{id}/result.xlsx")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let path = dir.path().join(format!("{id}.xlsx"));
+    std::fs::write(&path, res.bytes().await.unwrap()).unwrap();
+    Book::open(&path)
+}
+
+/// Every data row of `sheet` once, in input order (`tm_rows_csv` ids), each `ok`.
+pub fn assert_rows_once_in_order(book: &Book, sheet: &str, rows: u64) {
+    let sheet = book.sheet(sheet);
+    assert_eq!(sheet.len() as u64, rows + 1);
+    for (i, row) in sheet[1..].iter().enumerate() {
+        assert_eq!(
+            text(&row[0]),
+            format!("{i:07}"),
+            "every row exactly once, in order"
+        );
+        assert_eq!(text(&row[5]), "ok");
+    }
+}
+
+/// Uploads a `tm_rows_csv(rows)` job to `serve` and returns its id once every worker holds
+/// partitions of its topic and rows are being stored.
+pub async fn start_spread_job(serve: &Serve, workers: &mut [Serve], rows: u64) -> String {
+    let (status, reply) = upload(
+        serve,
+        &[("many.csv", tm_rows_csv(rows))],
+        &[("from", "EPSG:5174")],
+    )
+    .await;
+    assert_eq!(status, 202, "{reply}");
+    let id = reply["id"].as_str().unwrap().to_string();
+    let topic = format!("geobatch.rows.{id}.0");
+    for w in workers.iter_mut() {
+        w.wait_for_log(&format!("{topic}["), Duration::from_secs(60));
+    }
+    wait_job(serve, &id, Duration::from_secs(120), |j| {
+        j["rows_done"].as_u64().unwrap_or(0) > 0
+    })
+    .await;
+    id
 }

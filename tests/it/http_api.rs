@@ -16,8 +16,9 @@ async fn upload_then_download_cell_by_cell() {
         .text()
         .await
         .unwrap();
+    // The form's option fields are built from `GET /options`.
     assert!(
-        page.contains("<form") && page.contains("name=\"from\""),
+        page.contains("<form") && page.contains("fetch('/options')"),
         "upload page"
     );
 
@@ -42,16 +43,7 @@ async fn upload_then_download_cell_by_cell() {
     assert_eq!(job["rows_failed"], 1);
     assert_eq!(job["sheets"].as_array().unwrap().len(), 2);
 
-    let res = client()
-        .get(serve.url(&format!("/jobs/{id}/result.xlsx")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 200);
-    let bytes = res.bytes().await.unwrap();
-    let path = dir.path().join("download.xlsx");
-    std::fs::write(&path, &bytes).unwrap();
-    let book = Book::open(&path);
+    let book = download_book(&serve, &id, &dir).await;
     assert_eq!(book.names, ["stores_wgs84", "extra", "Summary", "Errors"]);
     let sheet = book.sheet("stores_wgs84");
     let (header, rows) = csv.split_first().unwrap();
@@ -144,7 +136,7 @@ async fn bad_uploads_get_json_errors_a_person_can_act_on() {
     assert_eq!(status, 422, "{body}");
     let msg = body["error"].as_str().unwrap();
     assert!(
-        msg.contains("a.csv") && msg.contains("\"e\"") && msg.contains("--x"),
+        msg.contains("a.csv") && msg.contains("\"e\"") && msg.contains("options x and y"),
         "{msg}"
     );
 

@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use geobatch::lookup::{
-    Address, BudgetGate, LocalBudget, Lookup, LookupConfig, LookupError, LookupOutcome, Provider,
-    RetryPolicy, Secret, TemplateConfig,
+    Address, BudgetGate, LocalBudget, Lookup, LookupConfig, LookupError, LookupOutcome,
+    RetryPolicy, Secret,
 };
 
 use crate::fake_provider::{place, Behavior, FakeProvider, Script, KEY};
@@ -19,8 +19,8 @@ const FIELD: (f64, f64) = (126.9785, 37.5695);
 /// Outside the country: no address.
 const SEA: (f64, f64) = (125.0, 32.0);
 
-fn config(provider: Provider, fake: &FakeProvider) -> LookupConfig {
-    let mut c = LookupConfig::new(provider);
+fn config(provider: &str, fake: &FakeProvider) -> LookupConfig {
+    let mut c = LookupConfig::for_provider(provider).expect("a known provider");
     c.base_url = Some(fake.base_url.clone());
     c.key = Some(Secret::new(KEY));
     c.rate_per_sec = 500.0;
@@ -60,7 +60,7 @@ fn found(r: Result<LookupOutcome, LookupError>) -> Address {
 #[tokio::test]
 async fn kakao_answers_and_no_result() {
     let fake = FakeProvider::start(Script::ok()).await;
-    let l = lookup(config(Provider::Kakao, &fake));
+    let l = lookup(config("kakao", &fake));
     let a = found(l.lookup(CITY_HALL.0, CITY_HALL.1).await);
     assert_eq!(a, expected(CITY_HALL));
     assert!(a.road_address.is_some() && a.building_name.is_some());
@@ -86,7 +86,7 @@ async fn kakao_answers_and_no_result() {
 #[tokio::test]
 async fn vworld_answers_and_no_result() {
     let fake = FakeProvider::start(Script::ok()).await;
-    let l = lookup(config(Provider::Vworld, &fake));
+    let l = lookup(config("vworld", &fake));
     assert_eq!(
         found(l.lookup(CITY_HALL.0, CITY_HALL.1).await),
         expected(CITY_HALL)
@@ -118,7 +118,7 @@ async fn vworld_answers_and_no_result() {
 #[tokio::test]
 async fn nominatim_answers_and_no_result() {
     let fake = FakeProvider::start(Script::ok()).await;
-    let mut c = config(Provider::Nominatim, &fake);
+    let mut c = config("nominatim", &fake);
     c.key = None;
     let l = lookup(c);
     let a = found(l.lookup(CITY_HALL.0, CITY_HALL.1).await);
@@ -146,9 +146,9 @@ async fn nominatim_answers_and_no_result() {
 #[tokio::test]
 async fn template_reads_the_configured_pointers() {
     let fake = FakeProvider::start(Script::ok()).await;
-    let mut c = config(Provider::Template, &fake);
-    c.template = Some(
-        TemplateConfig::from_json(
+    let mut c = config("template", &fake);
+    c.config = Some(
+        serde_json::from_str(
             r#"{
                 "url": "/custom/reverse?lng={lon}&lat={lat}",
                 "headers": {"X-Api-Key": "{key}", "Accept": "application/json"},
@@ -172,9 +172,9 @@ async fn template_reads_the_configured_pointers() {
     assert_eq!(r.param("lng"), Some("126.9785"));
 
     // An absolute URL works without a base URL.
-    let mut t = c.template.clone().unwrap();
-    t.url = format!("{}/custom/reverse?lng={{lon}}&lat={{lat}}", fake.base_url);
-    c.template = Some(t);
+    let mut t = c.config.clone().unwrap();
+    t["url"] = format!("{}/custom/reverse?lng={{lon}}&lat={{lat}}", fake.base_url).into();
+    c.config = Some(t);
     c.base_url = None;
     assert_eq!(
         found(lookup(c).lookup(CITY_HALL.0, CITY_HALL.1).await),
@@ -192,7 +192,7 @@ async fn transient_failures_are_retried_until_found() {
         Behavior::Status(503),
     ]))
     .await;
-    let l = lookup(config(Provider::Kakao, &fake));
+    let l = lookup(config("kakao", &fake));
     assert_eq!(
         found(l.lookup(CITY_HALL.0, CITY_HALL.1).await),
         expected(CITY_HALL)
@@ -216,7 +216,7 @@ async fn transient_failures_are_retried_until_found() {
 #[tokio::test]
 async fn retries_give_up_as_unavailable() {
     let fake = FakeProvider::start(Script::always(Behavior::Status(502))).await;
-    let mut c = config(Provider::Vworld, &fake);
+    let mut c = config("vworld", &fake);
     c.retry.max_retries = 2;
     let l = lookup(c);
     let err = l.lookup(CITY_HALL.0, CITY_HALL.1).await.unwrap_err();
@@ -234,7 +234,7 @@ async fn retry_after_is_obeyed() {
         retry_after: Some("1".into()),
     }]))
     .await;
-    let l = lookup(config(Provider::Kakao, &fake));
+    let l = lookup(config("kakao", &fake));
     assert_eq!(
         found(l.lookup(CITY_HALL.0, CITY_HALL.1).await),
         expected(CITY_HALL)
@@ -252,7 +252,7 @@ async fn a_retry_after_longer_than_allowed_pauses_the_circuit() {
         retry_after: Some("120".into()),
     }]))
     .await;
-    let l = lookup(config(Provider::Kakao, &fake));
+    let l = lookup(config("kakao", &fake));
     let err = l.lookup(CITY_HALL.0, CITY_HALL.1).await.unwrap_err();
     assert!(matches!(err, LookupError::Unavailable { .. }), "{err:?}");
     assert!(l.circuit_open());
@@ -266,7 +266,7 @@ async fn a_retry_after_longer_than_allowed_pauses_the_circuit() {
 #[tokio::test]
 async fn retries_take_budget_slots() {
     let fake = FakeProvider::start(Script::steps([Behavior::Status(500)])).await;
-    let mut c = config(Provider::Kakao, &fake);
+    let mut c = config("kakao", &fake);
     c.rate_per_sec = 5.0;
     let l = lookup(c);
     found(l.lookup(CITY_HALL.0, CITY_HALL.1).await);
@@ -279,43 +279,45 @@ async fn retries_take_budget_slots() {
 #[tokio::test]
 async fn a_refused_key_stops_at_once() {
     let fake = FakeProvider::start(Script::ok()).await;
-    let wrong = |p: Provider| {
+    let wrong = |p: &str| {
         let mut c = config(p, &fake);
         c.key = Some(Secret::new("not-the-key"));
         lookup(c)
     };
 
-    let err = wrong(Provider::Kakao)
+    let err = wrong("kakao")
         .lookup(CITY_HALL.0, CITY_HALL.1)
         .await
         .unwrap_err();
     assert_eq!(
         err,
         LookupError::InvalidKey {
-            provider: Provider::Kakao,
+            provider: "kakao",
             status: 401,
-            code: Some("AccessDeniedError".into())
+            code: Some("AccessDeniedError".into()),
+            hint: None
         }
     );
     assert!(err.stops_job());
     assert_eq!(fake.request_count(), 1);
 
-    let err = wrong(Provider::Vworld)
+    let err = wrong("vworld")
         .lookup(CITY_HALL.0, CITY_HALL.1)
         .await
         .unwrap_err();
     assert_eq!(
         err,
         LookupError::InvalidKey {
-            provider: Provider::Vworld,
+            provider: "vworld",
             status: 200,
-            code: Some("INVALID_KEY".into())
+            code: Some("INVALID_KEY".into()),
+            hint: None
         }
     );
     assert_eq!(fake.request_count(), 2);
 
     fake.set_script(Script::always(Behavior::InvalidKey));
-    let mut c = config(Provider::Nominatim, &fake);
+    let mut c = config("nominatim", &fake);
     c.key = None;
     let err = lookup(c)
         .lookup(CITY_HALL.0, CITY_HALL.1)
@@ -331,7 +333,7 @@ async fn a_refused_key_stops_at_once() {
 #[tokio::test]
 async fn rejections_and_unreadable_answers_are_not_retried() {
     let fake = FakeProvider::start(Script::steps([Behavior::Status(400), Behavior::BadJson])).await;
-    let l = lookup(config(Provider::Kakao, &fake));
+    let l = lookup(config("kakao", &fake));
     let err = l.lookup(CITY_HALL.0, CITY_HALL.1).await.unwrap_err();
     assert!(
         matches!(&err, LookupError::Rejected { status: 400, reason } if reason.contains("InvalidArgument")),
@@ -348,7 +350,7 @@ async fn rejections_and_unreadable_answers_are_not_retried() {
 #[tokio::test]
 async fn the_circuit_opens_in_an_outage_and_closes_after_it() {
     let fake = FakeProvider::start(Script::always(Behavior::Status(503))).await;
-    let mut c = config(Provider::Kakao, &fake);
+    let mut c = config("kakao", &fake);
     c.retry.max_retries = 1;
     let l = lookup(c);
     let unavailable = |r: Result<LookupOutcome, LookupError>| {
@@ -403,7 +405,7 @@ async fn the_budget_holds_across_four_workers() {
     let run_for = Duration::from_millis(4000);
     let mut workers = Vec::new();
     for w in 0..4u32 {
-        let mut c = config(Provider::Kakao, &fake);
+        let mut c = config("kakao", &fake);
         c.rate_per_sec = RATE;
         let l = Lookup::new(c, gate.clone()).unwrap();
         workers.push(tokio::spawn(async move {
@@ -453,7 +455,7 @@ async fn the_budget_holds_across_four_workers() {
 #[tokio::test]
 async fn the_daily_quota_stops_lookups() {
     let fake = FakeProvider::start(Script::ok()).await;
-    let mut c = config(Provider::Kakao, &fake);
+    let mut c = config("kakao", &fake);
     c.daily_quota = Some(3);
     let l = lookup(c);
     for _ in 0..3 {
@@ -470,7 +472,7 @@ async fn the_daily_quota_stops_lookups() {
             provider,
             resets_at_ms,
         } => {
-            assert_eq!(provider, Provider::Kakao);
+            assert_eq!(provider, "kakao");
             assert_eq!(resets_at_ms, (now / day + 1) * day);
         }
         other => panic!("{other:?}"),
@@ -523,7 +525,7 @@ fn the_key_shows_in_no_error_debug_or_log() {
                 Behavior::Status(500),
             ]))
             .await;
-            let mut c = config(Provider::Vworld, &fake);
+            let mut c = config("vworld", &fake);
             c.retry.max_retries = 0;
             c.retry.circuit_threshold = 100;
             let mut texts = vec![format!("{c:?}")];

@@ -37,7 +37,7 @@ fn a_lookup_without_its_key_is_refused_naming_the_variable() {
     );
     assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
-        run.stderr.contains("--rate needs --lookup"),
+        run.stderr.contains("option rate: needs option lookup"),
         "{}",
         run.stderr
     );
@@ -62,9 +62,26 @@ fn a_lookup_without_its_key_is_refused_naming_the_variable() {
 async fn the_upload_form_takes_lookup_fields() {
     let dir = tempdir();
     let serve = Serve::start(&dir, &[]);
+    // The page builds its fields from `GET /options`, the same list as `--help`.
     let page = crate::harness::get_text(&serve, "/").await;
+    assert!(
+        page.contains("fetch('/options')"),
+        "the page asks for the options"
+    );
+    let options: serde_json::Value =
+        serde_json::from_str(&crate::harness::get_text(&serve, "/options").await).unwrap();
+    let names: Vec<&str> = options["options"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|o| o["name"].as_str().unwrap())
+        .collect();
     for field in ["lookup", "rate", "daily_quota", "cache_ttl"] {
-        assert!(page.contains(&format!("name=\"{field}\"")), "{field}");
+        assert!(names.contains(&field), "{field} in {names:?}");
+    }
+    let providers = options["providers"].to_string();
+    for p in ["kakao", "vworld", "nominatim"] {
+        assert!(providers.contains(p), "{providers}");
     }
     let csv = std::fs::read(lonlat_csv()).unwrap();
     let (status, body) = upload(&serve, &[("a.csv", csv.clone())], &[("lookup", "vworld")]).await;
@@ -72,10 +89,9 @@ async fn the_upload_form_takes_lookup_fields() {
     assert!(body.to_string().contains("VWORLD_API_KEY"), "{body}");
     let (status, body) = upload(&serve, &[("a.csv", csv.clone())], &[("lookup", "google")]).await;
     assert_eq!(status, 422, "{body}");
-    assert!(
-        body.to_string().contains("unknown lookup provider"),
-        "{body}"
-    );
+    let msg = body["error"].as_str().unwrap_or_default();
+    assert!(msg.contains("unknown provider \"google\""), "{body}");
+    assert_eq!(body["field"], "lookup", "the error names its field");
     let (status, body) = upload(
         &serve,
         &[("a.csv", csv)],
@@ -87,7 +103,6 @@ async fn the_upload_form_takes_lookup_fields() {
 }
 
 use calamine::Data;
-use geobatch::lookup::Provider;
 
 use crate::fake_provider::{place, Behavior, FakeProvider, Script, KEY};
 use crate::harness::{text, Book, TestDir};
@@ -208,10 +223,7 @@ async fn a_lookup_job_ends_every_row_ok_no_result_or_error_and_caches_its_answer
     assert_eq!(fake.request_count(), 21);
     assert_eq!(book.summary_value("lookup requests"), "21");
     assert_eq!(book.summary_value("lookup cache hits"), "43");
-    assert_eq!(
-        book.summary_value("address lookup"),
-        Provider::Kakao.as_str()
-    );
+    assert_eq!(book.summary_value("address lookup"), "kakao");
     for name in ["stores", "Summary", "Errors"] {
         for row in book.sheet(name) {
             assert!(
@@ -376,9 +388,9 @@ fn distinct_csv(n: usize) -> Vec<u8> {
 }
 
 /// The point a recorded Kakao request asked for.
-fn requested_point(r: &crate::fake_provider::Recorded) -> geobatch::store::CacheKey {
+fn requested_point(r: &crate::fake_provider::Recorded) -> geobatch::lookup::PointKey {
     let coord = |name| r.param(name).unwrap().parse::<f64>().unwrap();
-    geobatch::store::CacheKey::of(coord("x"), coord("y"))
+    geobatch::lookup::PointKey::of(coord("x"), coord("y"))
 }
 
 /// Two `geobatch worker` processes with two workers each, and serve without workers, on one
@@ -472,13 +484,13 @@ async fn stored_rows_are_not_requested_again_after_a_kill() {
         .await
         .unwrap();
     let stored: std::collections::HashSet<_> = store
-        .results_page(&id, None, 10_000)
+        .results_page(&geobatch::job::JobId::parse(&id).unwrap(), None, 10_000)
         .await
         .unwrap()
         .into_iter()
-        .map(|r| match r.outcome {
-            geobatch::store::Outcome::Located { x, y, .. } => geobatch::store::CacheKey::of(x, y),
-            other => panic!("{other:?}"),
+        .map(|r| match r.outcome.position() {
+            Some((x, y)) if !r.outcome.is_error() => geobatch::lookup::PointKey::of(x, y),
+            _ => panic!("{:?}", r.outcome),
         })
         .collect();
     assert!(
@@ -535,9 +547,7 @@ async fn permanent_failures_go_to_the_dead_letter_topic() {
         .set("auto.offset.reset", "earliest")
         .create()
         .unwrap();
-    consumer
-        .subscribe(&[geobatch::pipeline::DLQ_TOPIC])
-        .unwrap();
+    consumer.subscribe(&[geobatch::bus::DLQ_TOPIC]).unwrap();
     let mut seqs = Vec::new();
     while seqs.len() < errors.len() {
         let m = tokio::time::timeout(Duration::from_secs(30), consumer.recv())

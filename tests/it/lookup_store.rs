@@ -3,8 +3,10 @@
 
 use std::sync::Arc;
 
-use geobatch::lookup::{Address, BudgetError, BudgetGate, LookupOutcome};
-use geobatch::store::{CacheKey, JobFile, NewJob, Outcome, ResultStore, RowResult, Stored};
+use geobatch::job::{Fields, JobId, Outcome, RowResult, RowStatus};
+use geobatch::lookup::{Address, Answer, BudgetError, BudgetGate, PointKey};
+use geobatch::options::JobOptions;
+use geobatch::store::{JobFile, NewJob, NewSheet, ResultStore, Stored};
 
 use crate::harness::*;
 
@@ -18,6 +20,18 @@ fn address(n: u32) -> Address {
     }
 }
 
+/// The columns a reverse lookup stores.
+fn fields(a: &Address) -> Fields {
+    [
+        ("address", &a.address),
+        ("road_address", &a.road_address),
+        ("building_name", &a.building_name),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.clone().map(|v| (k.to_string(), v)))
+    .collect()
+}
+
 async fn exercise(store: &ResultStore) {
     // Results of a lookup job: ok with an address, no_result, error; counters move once.
     let files = [JobFile {
@@ -28,102 +42,130 @@ async fn exercise(store: &ResultStore) {
         layout: None,
         rows: None,
     }];
+    let id = JobId::random();
     store
         .create_job(&NewJob {
-            id: "j",
+            id: &id,
             label: "a.csv",
-            options: "{}",
+            options: &JobOptions::default(),
             files: &files,
         })
         .await
         .unwrap();
-    store.add_sheet("j", 0, "a", "t").await.unwrap();
+    store
+        .add_sheet(
+            &id,
+            &NewSheet {
+                sheet_no: 0,
+                name: "a",
+                topic: "t",
+                file_no: 0,
+                table_no: 0,
+            },
+        )
+        .await
+        .unwrap();
     let rows = vec![
         RowResult {
             seq: 0,
-            outcome: Outcome::Located {
-                x: 126.9,
-                y: 37.5,
-                address: Some(address(2)),
+            outcome: Outcome::Resolved {
+                status: RowStatus::Ok,
+                point: Some((126.9, 37.5)),
+                fields: fields(&address(2)),
             },
         },
         RowResult {
             seq: 1,
-            outcome: Outcome::Located {
-                x: 125.0,
-                y: 32.0,
-                address: None,
+            outcome: Outcome::Resolved {
+                status: RowStatus::NoResult,
+                point: Some((125.0, 32.0)),
+                fields: vec![],
             },
         },
         RowResult {
             seq: 2,
-            outcome: Outcome::Failed {
-                column: None,
-                raw: None,
-                reason: "address provider rejected the request (HTTP 400): bad".into(),
-            },
+            outcome: Outcome::failed("address provider rejected the request (HTTP 400): bad"),
         },
     ];
-    let stored = store.store_results("j", 0, &rows).await.unwrap();
+    let stored = store.store_results(&id, 0, &rows).await.unwrap();
     assert_eq!(stored, Stored { ok: 2, failed: 1 });
     assert_eq!(
-        store.store_results("j", 0, &rows).await.unwrap(),
+        store.store_results(&id, 0, &rows).await.unwrap(),
         Stored::default()
     );
-    let back = store.results_page("j", None, 10).await.unwrap();
+    let back = store.results_page(&id, None, 10).await.unwrap();
     let outcomes: Vec<Outcome> = back.into_iter().map(|r| r.outcome).collect();
     assert_eq!(
         outcomes,
         rows.iter().map(|r| r.outcome.clone()).collect::<Vec<_>>()
     );
-    store.add_lookup_counts("j", 5, 7).await.unwrap();
-    store.add_lookup_counts("j", 1, 0).await.unwrap();
-    let job = store.job("j").await.unwrap().unwrap();
+    store.add_lookup_counts(&id, 5, 7).await.unwrap();
+    store.add_lookup_counts(&id, 1, 0).await.unwrap();
+    let job = store.job(&id).await.unwrap().unwrap();
     assert_eq!((job.lookup_requests, job.lookup_cache_hits), (6, 7));
 
     // The cache: by provider and rounded point, fresh within the TTL, newest answer wins.
-    let here = CacheKey::of(126.978_500_04, 37.566_5);
-    assert_eq!(here, CacheKey::of(126.978_5, 37.566_500_01));
-    let sea = CacheKey::of(125.0, 32.0);
+    let here = PointKey::of(126.978_500_04, 37.566_5);
+    assert_eq!(here, PointKey::of(126.978_5, 37.566_500_01));
+    let sea = PointKey::of(125.0, 32.0);
+    let answer = |a: &Address| {
+        serde_json::to_string(&Answer::reverse(
+            a.address.clone(),
+            a.road_address.clone(),
+            a.building_name.clone(),
+        ))
+        .unwrap()
+    };
+    let no_result = serde_json::to_string(&Answer::NoResult).unwrap();
     let before = geobatch::store::now_ms();
     store
-        .cache_lookups(
+        .cache_answers(
             "kakao",
             &[
-                (here, LookupOutcome::Found(address(1))),
-                (sea, LookupOutcome::NoResult),
+                (here.query(), answer(&address(1))),
+                (sea.query(), no_result.clone()),
             ],
         )
         .await
         .unwrap();
+    let queries = [here.query(), sea.query(), PointKey::of(1.0, 1.0).query()];
     let got = store
-        .cached_lookups("kakao", &[here, sea, CacheKey::of(1.0, 1.0)], before)
+        .cached_answers("kakao", &queries, before)
         .await
         .unwrap();
     assert_eq!(got.len(), 2);
-    assert_eq!(got[&here], LookupOutcome::Found(address(1)));
-    assert_eq!(got[&sea], LookupOutcome::NoResult);
+    assert_eq!(got[&here.query()], answer(&address(1)));
+    assert_eq!(got[&sea.query()], no_result);
     let other = store
-        .cached_lookups("vworld", &[here, sea], before)
+        .cached_answers("vworld", &queries, before)
         .await
         .unwrap();
     assert!(other.is_empty());
     let stale = store
-        .cached_lookups("kakao", &[here], geobatch::store::now_ms() + 1000)
+        .cached_answers("kakao", &[here.query()], geobatch::store::now_ms() + 1000)
         .await
         .unwrap();
     assert!(stale.is_empty(), "older than the TTL allows: not fresh");
     store
-        .cache_lookups("kakao", &[(here, LookupOutcome::Found(address(3)))])
+        .cache_answers("kakao", &[(here.query(), answer(&address(3)))])
         .await
         .unwrap();
-    let got = store.cached_lookups("kakao", &[here], 0).await.unwrap();
-    assert_eq!(got[&here], LookupOutcome::Found(address(3)));
-    let many: Vec<CacheKey> = (0..2500).map(|i| CacheKey::of(i as f64, 0.0)).collect();
-    let answers: Vec<_> = many.iter().map(|k| (*k, LookupOutcome::NoResult)).collect();
-    store.cache_lookups("p", &answers).await.unwrap();
+    let got = store
+        .cached_answers("kakao", &[here.query()], 0)
+        .await
+        .unwrap();
+    assert_eq!(got[&here.query()], answer(&address(3)));
+    assert_eq!(store.cached_answer_count("kakao").await.unwrap(), 2);
+    let many: Vec<String> = (0..2500)
+        .map(|i| PointKey::of(i as f64, 0.0).query())
+        .collect();
+    let answers: Vec<_> = many
+        .iter()
+        .map(|k| (k.clone(), no_result.clone()))
+        .collect();
+    store.cache_answers("p", &answers).await.unwrap();
     assert_eq!(
-        store.cached_lookups("p", &many, 0).await.unwrap().len(),
+        store.cached_answers("p", &many, 0).await.unwrap().len(),
         2500
     );
 

@@ -3,15 +3,20 @@
 mod fake_provider;
 mod harness;
 
+mod architecture;
+mod broker_loss;
 mod compose;
 mod convert_cli;
 mod crs_reference;
 mod external_broker;
 mod http_api;
+mod isolation;
 mod lookup;
 mod lookup_jobs;
 mod lookup_store;
+mod ownership;
 mod postgis_engine;
 mod postgres_store;
 mod restart;
+mod shutdown;
 mod watch_folder;

@@ -1,9 +1,8 @@
 //! The PostGIS engine against the builtin one, and what it refuses.
 
-use geobatch::bus::RowPoint;
 use geobatch::convert::crs::{Crs, Transform};
 use geobatch::convert::{EngineError, JobPlan};
-use geobatch::store::{Outcome, RowResult};
+use geobatch::job::{Outcome, RowError, RowPoint, RowResult};
 use sqlx::PgPool;
 
 use crate::harness::*;
@@ -39,9 +38,9 @@ fn crs(code: u32) -> Crs {
 }
 
 fn point(r: &RowResult) -> (f64, f64) {
-    match r.outcome {
-        Outcome::Point { x, y } => (x, y),
-        ref other => panic!("row {} is not a position: {other:?}", r.seq),
+    match r.outcome.position() {
+        Some(p) if !r.outcome.is_error() => p,
+        _ => panic!("row {} is not a position: {:?}", r.seq, r.outcome),
     }
 }
 
@@ -85,7 +84,7 @@ async fn postgis_agrees_with_builtin_within_a_millimetre() {
                 }
             })
             .collect();
-        let builtin = JobPlan::new(crs(from), crs(to))
+        let builtin = JobPlan::builtin(crs(from), crs(to))
             .convert(&rows)
             .await
             .unwrap();
@@ -160,7 +159,7 @@ async fn postgis_refuses_what_it_must_and_knows_more_srids() {
     assert!((126.0..128.0).contains(&lon) && (37.0..38.0).contains(&lat));
     point(&out[2]);
     match &out[1].outcome {
-        Outcome::Failed { reason, .. } => assert!(reason.contains("outside"), "{reason}"),
+        Outcome::Failed(RowError { reason, .. }) => assert!(reason.contains("outside"), "{reason}"),
         other => panic!("out of area became {other:?}"),
     }
 
@@ -190,7 +189,7 @@ async fn postgis_refuses_what_it_must_and_knows_more_srids() {
         assert_eq!(r.seq, i as u64);
         if i == 17 {
             match &r.outcome {
-                Outcome::Failed { reason, .. } => {
+                Outcome::Failed(RowError { reason, .. }) => {
                     assert!(reason.starts_with("PostGIS: transform"), "{reason}")
                 }
                 other => panic!("a refused point became {other:?}"),

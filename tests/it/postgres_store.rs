@@ -2,9 +2,9 @@
 //! store's API, and `geobatch convert` end to end with either engine.
 
 use calamine::Data;
-use geobatch::store::{
-    JobFile, JobState, NewJob, Outcome, ResultStore, RowResult, Stored, StoredResult,
-};
+use geobatch::job::{Epsg, JobId, JobState, Layout, Outcome, RowError, RowResult, TableLayout};
+use geobatch::options::JobOptions;
+use geobatch::store::{JobFile, NewJob, NewSheet, ResultStore, StoreError, Stored, StoredResult};
 use sqlx::Row;
 
 use crate::harness::*;
@@ -12,55 +12,90 @@ use crate::harness::*;
 fn ok(seq: u64, x: f64) -> RowResult {
     RowResult {
         seq,
-        outcome: Outcome::Point { x, y: -x },
+        outcome: Outcome::point(x, -x),
     }
 }
 
 fn failed(seq: u64) -> RowResult {
     RowResult {
         seq,
-        outcome: Outcome::Failed {
+        outcome: Outcome::Failed(RowError {
             column: Some("x".into()),
             raw: Some("-".into()),
             reason: format!("row {seq}: not a number"),
-        },
+        }),
     }
 }
 
 /// Everything the pipeline asks of a store, with the answers it relies on.
+fn layout() -> Layout {
+    Layout {
+        format: "csv".into(),
+        reader: serde_json::json!({"encoding": "UTF-8", "delimiter": 44}),
+        tables: vec![TableLayout {
+            name: "a".into(),
+            headers: vec!["x".into(), "y".into()],
+            header_line: 1,
+            x: 0,
+            y: 1,
+        }],
+    }
+}
+
+fn sheet<'a>(sheet_no: u32, name: &'a str, topic: &'a str) -> NewSheet<'a> {
+    NewSheet {
+        sheet_no,
+        name,
+        topic,
+        file_no: 0,
+        table_no: 0,
+    }
+}
+
 async fn exercise(store: &ResultStore) {
     let files = [JobFile {
         file_no: 0,
         label: "a.csv".into(),
         path: "/nowhere/a.csv".into(),
         owned: true,
-        layout: None,
+        layout: Some(layout()),
         rows: None,
     }];
-    for id in ["job-a", "job-b"] {
+    let (job_a, job_b) = (JobId::random(), JobId::random());
+    let options = JobOptions {
+        from: Some(Epsg::new(5174)),
+        sheet_by: Some("시도".into()),
+        ..JobOptions::default()
+    };
+    for id in [&job_a, &job_b] {
         store
             .create_job(&NewJob {
                 id,
                 label: "a.csv",
-                options: "{}",
+                options: &options,
                 files: &files,
             })
             .await
             .unwrap();
     }
     store
-        .set_plan("job-a", "EPSG:5174", "some operation")
+        .set_plan(&job_a, Epsg::new(5174), "some operation")
         .await
         .unwrap();
     store
-        .set_file_layout("job-a", 0, "{\"layout\":1}")
+        .add_sheet(&job_a, &sheet(0, "a", "topic.a"))
         .await
         .unwrap();
-    store.add_sheet("job-a", 0, "a", "topic.a").await.unwrap();
-    store.add_sheet("job-a", 0, "again", "t").await.unwrap();
-    store.add_sheet("job-a", 1, "b", "topic.b").await.unwrap();
     store
-        .set_state("job-a", JobState::Publishing, None)
+        .add_sheet(&job_a, &sheet(0, "again", "t"))
+        .await
+        .unwrap();
+    store
+        .add_sheet(&job_a, &sheet(1, "b", "topic.b"))
+        .await
+        .unwrap();
+    store
+        .set_state(&job_a, JobState::Publishing, None)
         .await
         .unwrap();
 
@@ -75,7 +110,7 @@ async fn exercise(store: &ResultStore) {
         })
         .collect();
     assert_eq!(
-        store.store_results("job-a", 0, &first).await.unwrap(),
+        store.store_results(&job_a, 0, &first).await.unwrap(),
         Stored {
             ok: 4500,
             failed: 500
@@ -83,37 +118,40 @@ async fn exercise(store: &ResultStore) {
     );
     let again: Vec<RowResult> = (4990..5010).map(|s| ok(s, 1e6)).collect();
     assert_eq!(
-        store.store_results("job-a", 0, &again).await.unwrap(),
+        store.store_results(&job_a, 0, &again).await.unwrap(),
         Stored { ok: 10, failed: 0 },
         "stored rows are left as they are"
     );
     assert_eq!(
         store
-            .store_results("job-a", 1, &[failed(6000)])
+            .store_results(&job_a, 1, &[failed(6000)])
             .await
             .unwrap(),
         Stored { ok: 0, failed: 1 }
     );
     assert_eq!(
-        store.store_results("job-a", 1, &[]).await.unwrap(),
+        store.store_results(&job_a, 1, &[]).await.unwrap(),
         Stored::default()
     );
     assert_eq!(
-        store.resolved_seqs("job-a", 4998, 5001).await.unwrap(),
+        store.resolved_seqs(&job_a, 4998, 5001).await.unwrap(),
         [4998, 4999, 5000, 5001]
     );
     assert_eq!(
-        store.resolved_seqs_from("job-a", 5008, 3).await.unwrap(),
+        store.resolved_seqs_from(&job_a, 5008, 3).await.unwrap(),
         [5008, 5009, 6000]
     );
     assert!(store.resolved_jobs().await.unwrap().is_empty());
     store
-        .finish_intake("job-a", &[(0, 5011)], &[(0, 5010), (1, 1)])
+        .finish_intake(&job_a, &[(0, 5011)], &[(0, 5010), (1, 1)])
         .await
         .unwrap();
-    assert_eq!(store.resolved_jobs().await.unwrap(), ["job-a"]);
+    assert_eq!(
+        store.resolved_jobs().await.unwrap(),
+        std::slice::from_ref(&job_a)
+    );
 
-    let sheets = store.sheets("job-a").await.unwrap();
+    let sheets = store.sheets(&job_a).await.unwrap();
     assert_eq!(sheets.len(), 2);
     assert_eq!(
         sheets[0].name, "a",
@@ -139,61 +177,56 @@ async fn exercise(store: &ResultStore) {
     let mut all: Vec<StoredResult> = Vec::new();
     let mut after = None;
     loop {
-        let page = store.results_page("job-a", after, 1234).await.unwrap();
+        let page = store.results_page(&job_a, after, 1234).await.unwrap();
         let Some(last) = page.last() else { break };
         after = Some(last.seq);
         all.extend(page);
     }
     assert_eq!(all.len(), 5011);
     assert!(all.windows(2).all(|w| w[0].seq < w[1].seq), "input order");
-    assert_eq!(all[4].outcome, Outcome::Point { x: 4.0, y: -4.0 });
+    assert_eq!(all[4].outcome, Outcome::point(4.0, -4.0));
     assert_eq!(all[3].outcome, failed(3).outcome);
-    assert_eq!(
-        all[4995].outcome,
-        Outcome::Point {
-            x: 4995.0,
-            y: -4995.0
-        }
-    );
-    assert_eq!(all[5005].outcome, Outcome::Point { x: 1e6, y: -1e6 });
+    assert_eq!(all[4995].outcome, Outcome::point(4995.0, -4995.0));
+    assert_eq!(all[5005].outcome, Outcome::point(1e6, -1e6));
     assert_eq!((all[5010].seq, all[5010].sheet_no), (6000, 1));
 
-    let job = store.job("job-a").await.unwrap().unwrap();
+    let job = store.job(&job_a).await.unwrap().unwrap();
     assert_eq!(job.state, JobState::Running);
     assert_eq!(job.total_rows, Some(5011));
-    assert_eq!(job.source_crs.as_deref(), Some("EPSG:5174"));
+    assert_eq!(job.source_crs, Some(Epsg::new(5174)));
+    assert_eq!(job.options, options, "options come back typed");
     assert_eq!(job.operation.as_deref(), Some("some operation"));
     assert!(job.published_ms.is_some());
-    let files = store.files("job-a").await.unwrap();
-    assert_eq!(files[0].layout.as_deref(), Some("{\"layout\":1}"));
+    let files = store.files(&job_a).await.unwrap();
+    assert_eq!(files[0].layout, Some(layout()));
     assert_eq!((files[0].rows, files[0].owned), (Some(5011), true));
 
     store
-        .set_state("job-a", JobState::Failed, Some("why"))
+        .set_state(&job_a, JobState::Failed, Some("why"))
         .await
         .unwrap();
-    store.set_output("job-a", "/out.xlsx").await.unwrap();
-    let job = store.job("job-a").await.unwrap().unwrap();
+    store.set_output(&job_a, "/out.xlsx").await.unwrap();
+    let job = store.job(&job_a).await.unwrap().unwrap();
     assert_eq!(job.message.as_deref(), Some("why"));
     assert_eq!(job.output_path.as_deref(), Some("/out.xlsx"));
     assert!(job.finished_ms.is_some());
-    let unfinished: Vec<String> = store
+    let unfinished: Vec<JobId> = store
         .unfinished_jobs()
         .await
         .unwrap()
         .into_iter()
         .map(|j| j.id)
         .collect();
-    assert_eq!(unfinished, ["job-b"]);
+    assert_eq!(unfinished, std::slice::from_ref(&job_b));
     assert_eq!(store.jobs().await.unwrap().len(), 2);
 
-    assert!(store.delete_job("job-a").await.unwrap());
-    assert!(!store.delete_job("job-a").await.unwrap());
-    assert!(store.job("job-a").await.unwrap().is_none());
-    assert!(store.files("job-a").await.unwrap().is_empty());
-    assert!(store.sheets("job-a").await.unwrap().is_empty());
+    assert!(store.delete_job(&job_a).await.unwrap());
+    assert!(!store.delete_job(&job_a).await.unwrap());
+    assert!(store.job(&job_a).await.unwrap().is_none());
+    assert!(store.files(&job_a).await.unwrap().is_empty());
+    assert!(store.sheets(&job_a).await.unwrap().is_empty());
     assert!(store
-        .results_page("job-a", None, 10)
+        .results_page(&job_a, None, 10)
         .await
         .unwrap()
         .is_empty());
@@ -219,6 +252,54 @@ async fn store_api_behaves_the_same_on_sqlite_and_postgres() {
         .expect("not a postgres URL");
     assert!(e.to_string().contains("postgres://"), "{e}");
     assert!(!e.to_string().contains("secret"), "{e}");
+}
+
+/// What is stored is read back typed; a value that does not read is the store's corruption,
+/// named, not a panic and not a wrong value.
+#[tokio::test]
+async fn corrupt_stored_options_are_reported_as_corruption() {
+    async fn corrupt(store: &ResultStore, run: impl AsyncFnOnce(&str)) {
+        let id = JobId::random();
+        store
+            .create_job(&NewJob {
+                id: &id,
+                label: "a.csv",
+                options: &JobOptions::default(),
+                files: &[],
+            })
+            .await
+            .unwrap();
+        run(id.as_str()).await;
+        match store.job(&id).await {
+            Err(StoreError::Corrupt(what)) => assert!(what.contains("options"), "{what}"),
+            other => panic!("{other:?}"),
+        }
+    }
+    let dir = tempdir_sqlite();
+    let sqlite = ResultStore::open(dir.path(), None).await.unwrap();
+    let file = dir.path().join("geobatch.db");
+    corrupt(&sqlite, async |id| {
+        let pool = sqlx::SqlitePool::connect(&format!("sqlite://{}", file.display()))
+            .await
+            .unwrap();
+        sqlx::query("UPDATE jobs SET options = '{\"from\": 5174' WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
+    let db = PgDb::create().await;
+    let pg = ResultStore::open(dir.path(), Some(&db.url)).await.unwrap();
+    corrupt(&pg, async |id| {
+        let pool = sqlx::PgPool::connect(&db.url).await.unwrap();
+        sqlx::query("UPDATE jobs SET options = '{\"engine\": \"proj\"}' WHERE id = $1")
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+    })
+    .await;
 }
 
 /// `geobatch convert` on the LOCALDATA sample with `DATABASE_URL` set: the workbook checked cell

@@ -12,21 +12,12 @@ use crate::http_api::metric;
 async fn killed_serve_resumes_without_reconverting_stored_rows() {
     let dir = tempdir();
     let rows = 200_000u64;
-    let mut body = String::with_capacity(rows as usize * 40);
-    body.push_str("id,x,y\n");
-    for i in 0..rows {
-        body.push_str(&format!(
-            "{i:06},{:.3},{:.3}\n",
-            190_000.0 + (i % 1000) as f64 * 10.0,
-            440_000.0 + (i / 1000) as f64 * 10.0
-        ));
-    }
     // Small batches and one worker: the job takes long enough to be caught in the middle.
     let slow = [("GEOBATCH_BATCH_ROWS", "50"), ("GEOBATCH_WORKERS", "1")];
     let mut serve = Serve::start(&dir, &slow);
     let (status, reply) = upload(
         &serve,
-        &[("big.csv", body.into_bytes())],
+        &[("big.csv", tm_rows_csv(rows))],
         &[("from", "EPSG:5174")],
     )
     .await;
@@ -42,7 +33,10 @@ async fn killed_serve_resumes_without_reconverting_stored_rows() {
         let store = ResultStore::open(dir.path(), dir.database_url())
             .await
             .unwrap();
-        let sheets = store.sheets(&id).await.unwrap();
+        let sheets = store
+            .sheets(&geobatch::job::JobId::parse(&id).unwrap())
+            .await
+            .unwrap();
         sheets
             .iter()
             .map(|s| s.rows_ok + s.rows_failed)
@@ -72,18 +66,6 @@ async fn killed_serve_resumes_without_reconverting_stored_rows() {
         "after the restart only the rows without a stored result are converted"
     );
 
-    let res = client()
-        .get(serve.url(&format!("/jobs/{id}/result.xlsx")))
-        .send()
-        .await
-        .unwrap();
-    let path = dir.path().join("r.xlsx");
-    std::fs::write(&path, res.bytes().await.unwrap()).unwrap();
-    let book = Book::open(&path);
-    let sheet = book.sheet("big");
-    assert_eq!(sheet.len() as u64, rows + 1);
-    for (i, row) in sheet[1..].iter().enumerate() {
-        assert_eq!(text(&row[0]), format!("{i:06}"), "every row once, in order");
-        assert_eq!(text(&row[5]), "ok");
-    }
+    let book = download_book(&serve, &id, &dir).await;
+    assert_rows_once_in_order(&book, "big", rows);
 }

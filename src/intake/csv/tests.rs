@@ -7,6 +7,7 @@ use encoding_rs::EUC_KR;
 
 use super::scan::{field_counts, Scan};
 use super::*;
+use crate::intake::{parse_coordinate, point_of, sheet_name, BadCell};
 
 /// A file in the temp directory, removed when dropped.
 struct TempCsv(PathBuf);
@@ -52,8 +53,23 @@ fn records(source: CsvSource) -> Vec<InputRecord> {
 fn lines_and_fields(source: CsvSource) -> Vec<(u64, Vec<String>)> {
     records(source)
         .into_iter()
-        .map(|r| (r.line, r.fields))
+        .map(|r| (r.line, texts(&r)))
         .collect()
+}
+
+/// A record's cells as text (a CSV gives text cells only).
+fn texts(r: &InputRecord) -> Vec<String> {
+    r.fields
+        .iter()
+        .map(|c| match c {
+            Cell::Text(t) => t.clone(),
+            other => panic!("a CSV cell that is not text: {other:?}"),
+        })
+        .collect()
+}
+
+fn cells(fields: &[&str]) -> Vec<Cell> {
+    fields.iter().map(|s| Cell::Text(s.to_string())).collect()
 }
 
 fn row(fields: &[&str]) -> Vec<String> {
@@ -83,10 +99,10 @@ const KOREAN: &str = "번호,사업장명,소재지전체주소,좌표정보(X),
                       2,김밥천국,부산광역시 해운대구,394000.1,186000.2\n";
 
 fn check_korean(source: CsvSource, encoding: &str) {
-    assert_eq!(source.layout().encoding, encoding);
-    assert_eq!(source.layout().delimiter, b',');
+    assert_eq!(source.csv_layout().encoding, encoding);
+    assert_eq!(source.csv_layout().delimiter, b',');
     assert_eq!(
-        source.layout().headers,
+        source.csv_layout().headers,
         row(&[
             "번호",
             "사업장명",
@@ -95,14 +111,14 @@ fn check_korean(source: CsvSource, encoding: &str) {
             "좌표정보(Y)"
         ])
     );
-    assert_eq!(source.layout().x_name(), "좌표정보(X)");
-    assert_eq!(source.layout().y_name(), "좌표정보(Y)");
-    let layout = source.layout().clone();
+    assert_eq!(source.csv_layout().x_name(), "좌표정보(X)");
+    assert_eq!(source.csv_layout().y_name(), "좌표정보(Y)");
+    let layout = source.csv_layout().clone();
     let rows = records(source);
     assert_eq!(rows.len(), 2);
     assert_eq!(rows[0].line, 2);
     assert_eq!(
-        rows[0].fields,
+        texts(&rows[0]),
         row(&[
             "1",
             "똠양꿍 하우스",
@@ -111,8 +127,11 @@ fn check_korean(source: CsvSource, encoding: &str) {
             "451000.5"
         ])
     );
-    assert_eq!(rows[1].fields[1], "김밥천국");
-    assert_eq!(point_of(&rows[1], &layout), Ok((394000.1, 186000.2)));
+    assert_eq!(texts(&rows[1])[1], "김밥천국");
+    assert_eq!(
+        point_of(&rows[1], &layout.table("t")),
+        Ok((394000.1, 186000.2))
+    );
 }
 
 // ---- encodings ----
@@ -150,7 +169,7 @@ fn utf8_with_bom_strips_it_from_the_first_header() {
     let mut bytes = b"\xEF\xBB\xBF".to_vec();
     bytes.extend_from_slice(KOREAN.as_bytes());
     let source = open(&bytes).unwrap();
-    assert_eq!(source.layout().headers[0], "번호");
+    assert_eq!(source.csv_layout().headers[0], "번호");
     check_korean(source, "UTF-8");
 }
 
@@ -163,8 +182,8 @@ fn utf8_bom_is_stripped_when_the_encoding_is_given() {
         ..Default::default()
     };
     let source = open_with(&bytes, &opts).unwrap();
-    assert_eq!(source.layout().headers, row(&["x", "y"]));
-    assert_eq!(source.layout().x, 0);
+    assert_eq!(source.csv_layout().headers, row(&["x", "y"]));
+    assert_eq!(source.csv_layout().x, 0);
 }
 
 #[test]
@@ -199,11 +218,12 @@ fn utf8_cut_at_the_end_of_the_prefix_is_still_utf8() {
     text.push_str("한국,3.5,4.5\n");
     assert!(!text.is_char_boundary(PREFIX_BYTES));
     let source = open(text.as_bytes()).unwrap();
-    assert_eq!(source.layout().encoding, "UTF-8");
+    assert_eq!(source.csv_layout().encoding, "UTF-8");
     let rows = records(source);
     let last = rows.last().unwrap();
-    assert!(last.fields[0].ends_with("a한국"), "{:?}", last.fields);
-    assert!(!last.fields[0].contains('\u{FFFD}'));
+    let last = texts(last);
+    assert!(last[0].ends_with("a한국"), "{last:?}");
+    assert!(!last[0].contains('\u{FFFD}'));
 }
 
 #[test]
@@ -212,7 +232,7 @@ fn invalid_utf8_at_the_very_end_of_a_short_file_is_cp949() {
     let mut bytes = cp949("x,y,이름\n1,2,");
     bytes.push(0xB0); // first byte of a two-byte CP949 character
     let source = open(&bytes).unwrap();
-    assert_eq!(source.layout().encoding, "EUC-KR");
+    assert_eq!(source.csv_layout().encoding, "EUC-KR");
 }
 
 #[test]
@@ -248,7 +268,7 @@ fn replacement_encoding_labels_are_refused() {
 // ---- delimiters ----
 
 fn delimiter_of(text: &str) -> u8 {
-    open(text.as_bytes()).unwrap().layout().delimiter
+    open(text.as_bytes()).unwrap().csv_layout().delimiter
 }
 
 #[test]
@@ -291,10 +311,10 @@ fn given_delimiter_is_used() {
         ..Default::default()
     };
     let source = open_with(b"x,a;y\n1,5;2\n", &opts).unwrap();
-    assert_eq!(source.layout().headers, row(&["x,a", "y"]));
-    assert_eq!(source.layout().y, 1);
+    assert_eq!(source.csv_layout().headers, row(&["x,a", "y"]));
+    assert_eq!(source.csv_layout().y, 1);
     let rows = records(source);
-    assert_eq!(rows[0].fields, row(&["1,5", "2"]));
+    assert_eq!(texts(&rows[0]), row(&["1,5", "2"]));
 }
 
 #[test]
@@ -341,7 +361,7 @@ fn quoted_newlines_keep_line_numbers_right() {
 fn crlf_and_blank_lines_keep_line_numbers_right() {
     let text = "\r\nname,x,y\r\na,1,2\r\n\r\n\r\nb,\"q\r\nr\",4\r\nc,5,6";
     let source = open(text.as_bytes()).unwrap();
-    let layout = source.layout().clone();
+    let layout = source.csv_layout().clone();
     assert_eq!(layout.headers, row(&["name", "x", "y"]));
     assert_eq!(
         lines_and_fields(source),
@@ -357,12 +377,12 @@ fn crlf_and_blank_lines_keep_line_numbers_right() {
 fn cells_are_kept_as_they_were() {
     let text = "name , x ,y\n  spaced  , 127.5 ,\t37.5\n";
     let source = open(text.as_bytes()).unwrap();
-    let layout = source.layout().clone();
+    let layout = source.csv_layout().clone();
     // Header names are trimmed, cells are not.
     assert_eq!(layout.headers, row(&["name", "x", "y"]));
     let rows = records(source);
-    assert_eq!(rows[0].fields, row(&["  spaced  ", " 127.5 ", "\t37.5"]));
-    assert_eq!(point_of(&rows[0], &layout), Ok((127.5, 37.5)));
+    assert_eq!(texts(&rows[0]), row(&["  spaced  ", " 127.5 ", "\t37.5"]));
+    assert_eq!(point_of(&rows[0], &layout.table("t")), Ok((127.5, 37.5)));
 }
 
 #[test]
@@ -381,7 +401,7 @@ fn long_files_stream_with_right_line_numbers() {
     let mut expected_line = 2;
     for (i, r) in rows.iter().enumerate() {
         assert_eq!(r.line, expected_line, "row {i}");
-        assert_eq!(r.fields[0], i.to_string());
+        assert_eq!(texts(r)[0], i.to_string());
         expected_line += if i % 1000 == 0 { 2 } else { 1 };
     }
 }
@@ -395,17 +415,24 @@ fn reopen_gives_the_same_records() {
         ..Default::default()
     };
     let first = CsvSource::open(file.path(), "k.csv", &opts).unwrap();
-    let layout = first.layout().clone();
-    assert_eq!((layout.x, layout.y), (0, 4));
+    let csv = first.csv_layout().clone();
+    assert_eq!((csv.x, csv.y), (0, 4));
+    let layout = RecordSource::layout(&first).clone();
     let rows = records(first);
     // The layout survives a trip through JSON, as stored with the job.
     let json = serde_json::to_string(&layout).unwrap();
     let stored: Layout = serde_json::from_str(&json).unwrap();
     assert_eq!(stored, layout);
-    let again = CsvSource::reopen(file.path(), "k.csv", &stored).unwrap();
-    assert_eq!(again.layout(), &layout);
+    assert_eq!(stored.tables[0].name, "k");
+    let mut again = CSV.reopen(file.path(), "k.csv", &stored).unwrap();
+    let mut reread = Vec::new();
+    while let Some(r) = again.next_record() {
+        reread.push(r.unwrap());
+    }
+    assert_eq!(reread, rows);
+    let again = CsvSource::reopen(file.path(), "k.csv", &csv).unwrap();
+    assert_eq!(again.csv_layout(), &csv);
     assert_eq!(again.label(), "k.csv");
-    assert_eq!(records(again), rows);
 }
 
 #[test]
@@ -413,13 +440,13 @@ fn reopen_notices_a_changed_file() {
     let file = TempCsv::new(b"x,y\n1,2\n");
     let layout = CsvSource::open(file.path(), "a.csv", &ReadOptions::default())
         .unwrap()
-        .layout()
+        .csv_layout()
         .clone();
     std::fs::write(file.path(), b"lon,lat,x\n1,2,3\n").unwrap();
     let err = CsvSource::reopen(file.path(), "a.csv", &layout).unwrap_err();
     assert!(matches!(err, IntakeError::Changed { .. }), "{err}");
     assert!(
-        err.to_string().starts_with("a.csv: the columns changed"),
+        err.to_string().starts_with("a.csv: the file changed"),
         "{err}"
     );
 }
@@ -520,7 +547,7 @@ fn runaway_records_are_stopped() {
     // The same data under the real limit reads fine.
     let rows = records(open(text.as_bytes()).unwrap());
     assert_eq!(rows.len(), 1);
-    assert_eq!(rows[0].fields[1].len(), 1200);
+    assert_eq!(texts(&rows[0])[1].len(), 1200);
 }
 
 #[test]
@@ -538,7 +565,7 @@ fn scan_records_every_start_line() {
 
 fn xy_names(header: &str) -> Result<(String, String), IntakeError> {
     let source = open(format!("{header}\n").as_bytes())?;
-    let layout = source.layout();
+    let layout = source.csv_layout();
     Ok((layout.x_name().to_string(), layout.y_name().to_string()))
 }
 
@@ -597,7 +624,7 @@ fn no_columns_error_lists_headers() {
     assert_eq!(
         err.to_string(),
         "test.csv: no x/y columns found; headers are: \"name\", \"east\", \"north\"; \
-         name them with --x and --y"
+         name them with options x and y"
     );
 }
 
@@ -611,10 +638,10 @@ fn given_columns_match_exactly_then_loosely() {
     };
     let source = open_with(header.as_bytes(), &opts).unwrap();
     // "east" matches the trimmed header "east" exactly (index 2), not "East".
-    assert_eq!((source.layout().x, source.layout().y), (2, 3));
+    assert_eq!((source.csv_layout().x, source.csv_layout().y), (2, 3));
     let rows = records(open_with(header.as_bytes(), &opts).unwrap());
     assert_eq!(
-        point_of(&rows[0], &layout_of(header, &opts)),
+        point_of(&rows[0], &layout_of(header, &opts).table("t")),
         Ok((3.0, 4.0))
     );
 
@@ -624,11 +651,14 @@ fn given_columns_match_exactly_then_loosely() {
         ..Default::default()
     };
     let source = open_with(header.as_bytes(), &opts).unwrap();
-    assert_eq!((source.layout().x, source.layout().y), (1, 3));
+    assert_eq!((source.csv_layout().x, source.csv_layout().y), (1, 3));
 }
 
-fn layout_of(text: &str, opts: &ReadOptions) -> Layout {
-    open_with(text.as_bytes(), opts).unwrap().layout().clone()
+fn layout_of(text: &str, opts: &ReadOptions) -> CsvLayout {
+    open_with(text.as_bytes(), opts)
+        .unwrap()
+        .csv_layout()
+        .clone()
 }
 
 #[test]
@@ -675,7 +705,7 @@ fn one_given_column_and_the_other_detected() {
     assert_eq!(
         err.to_string(),
         "test.csv: no y column found; headers are: \"이름\", \"동쪽\", \"북쪽\"; \
-         name it with --y"
+         name it with option y"
     );
 }
 
@@ -702,7 +732,7 @@ fn missing_given_column_lists_headers() {
     }
     assert_eq!(
         err.to_string(),
-        "test.csv: no column \"위도\" (given with --y); headers are: \"x\", \"lat\", \"lon\""
+        "test.csv: no column \"위도\" (given with option y); headers are: \"x\", \"lat\", \"lon\""
     );
 }
 
@@ -718,7 +748,7 @@ fn long_header_lists_are_cut_short() {
 
 #[test]
 fn point_of_reads_x_and_y() {
-    let layout = Layout {
+    let layout = CsvLayout {
         encoding: "UTF-8".into(),
         delimiter: b',',
         headers: row(&["name", "lat", "lon"]),
@@ -726,17 +756,19 @@ fn point_of_reads_x_and_y() {
         y: 1,
     };
     let record = InputRecord {
+        table: 0,
         line: 7,
-        fields: row(&["a", " 37.5 ", "127.25"]),
+        fields: cells(&["a", " 37.5 ", "127.25"]),
     };
-    assert_eq!(point_of(&record, &layout), Ok((127.25, 37.5)));
+    assert_eq!(point_of(&record, &layout.table("t")), Ok((127.25, 37.5)));
 
     let record = InputRecord {
+        table: 0,
         line: 8,
-        fields: row(&["a", "37.5", "N/A"]),
+        fields: cells(&["a", "37.5", "N/A"]),
     };
     assert_eq!(
-        point_of(&record, &layout),
+        point_of(&record, &layout.table("t")),
         Err(BadCell {
             column: "lon".into(),
             raw: "N/A".into(),
@@ -745,22 +777,26 @@ fn point_of_reads_x_and_y() {
     );
     // x is checked first.
     let record = InputRecord {
+        table: 0,
         line: 9,
-        fields: row(&["a", "", ""]),
+        fields: cells(&["a", "", ""]),
     };
-    assert_eq!(point_of(&record, &layout).unwrap_err().column, "lon");
+    assert_eq!(
+        point_of(&record, &layout.table("t")).unwrap_err().column,
+        "lon"
+    );
 }
 
 #[test]
 fn ragged_rows_are_bad() {
     let text = "a,b,c,x,y\n1,2,3,4,5\n1,2,3\n1,2,3,4,5,6\n\n1\n";
     let source = open(text.as_bytes()).unwrap();
-    let layout = source.layout().clone();
+    let layout = source.csv_layout().clone();
     let rows = records(source);
     assert_eq!(rows.len(), 4);
-    assert_eq!(point_of(&rows[0], &layout), Ok((4.0, 5.0)));
+    assert_eq!(point_of(&rows[0], &layout.table("t")), Ok((4.0, 5.0)));
     assert_eq!(
-        point_of(&rows[1], &layout),
+        point_of(&rows[1], &layout.table("t")),
         Err(BadCell {
             column: String::new(),
             raw: "3 fields".into(),
@@ -768,16 +804,19 @@ fn ragged_rows_are_bad() {
         })
     );
     assert_eq!(
-        point_of(&rows[2], &layout).unwrap_err().reason,
+        point_of(&rows[2], &layout.table("t")).unwrap_err().reason,
         "expected 5 fields, found 6"
     );
     assert_eq!(rows[3].line, 6);
-    assert_eq!(point_of(&rows[3], &layout).unwrap_err().raw, "1 field");
+    assert_eq!(
+        point_of(&rows[3], &layout.table("t")).unwrap_err().raw,
+        "1 field"
+    );
 }
 
 #[test]
 fn point_of_survives_a_bad_layout() {
-    let layout = Layout {
+    let layout = CsvLayout {
         encoding: "UTF-8".into(),
         delimiter: b',',
         headers: row(&["a", "b"]),
@@ -785,10 +824,11 @@ fn point_of_survives_a_bad_layout() {
         y: 5,
     };
     let record = InputRecord {
+        table: 0,
         line: 2,
-        fields: row(&["1", "2"]),
+        fields: cells(&["1", "2"]),
     };
-    assert!(point_of(&record, &layout).is_err());
+    assert!(point_of(&record, &layout.table("t")).is_err());
     assert_eq!(layout.y_name(), "");
 }
 

@@ -1,0 +1,199 @@
+//! Jobs as the API shows them: list, status, download, retry, delete.
+
+use std::path::PathBuf;
+
+use axum::body::Body;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::Serialize;
+use serde_json::json;
+
+use super::{ApiError, AppState};
+use crate::job::{JobId, JobState};
+use crate::pipeline::JobError;
+use crate::secret::percent_encode;
+use crate::store::{JobRecord, SheetRecord};
+
+#[derive(Serialize)]
+struct SheetView {
+    name: String,
+    rows_total: u64,
+    rows_done: u64,
+    rows_ok: u64,
+    rows_failed: u64,
+}
+
+#[derive(Serialize)]
+pub(super) struct JobView {
+    id: JobId,
+    label: String,
+    state: JobState,
+    message: Option<String>,
+    source_crs: Option<String>,
+    total_rows: Option<u64>,
+    rows_done: u64,
+    rows_failed: u64,
+    sheets: Vec<SheetView>,
+    created_ms: i64,
+    finished_ms: Option<i64>,
+    result_url: Option<String>,
+}
+
+fn job_view(job: JobRecord, sheets: Vec<SheetRecord>) -> JobView {
+    let done = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
+    let failed = sheets.iter().map(|s| s.rows_failed).sum();
+    JobView {
+        result_url: (job.state == JobState::Done).then(|| format!("/jobs/{}/result.xlsx", job.id)),
+        id: job.id,
+        label: job.label,
+        state: job.state,
+        message: job.message,
+        source_crs: job.source_crs.map(|c| c.to_string()),
+        total_rows: job.total_rows,
+        rows_done: done,
+        rows_failed: failed,
+        sheets: sheets
+            .into_iter()
+            .map(|s| SheetView {
+                name: s.name,
+                rows_total: s.rows_total,
+                rows_done: s.rows_ok + s.rows_failed,
+                rows_ok: s.rows_ok,
+                rows_failed: s.rows_failed,
+            })
+            .collect(),
+        created_ms: job.created_ms,
+        finished_ms: job.finished_ms,
+    }
+}
+
+/// A job id from the path: anything malformed is "no such job", before it reaches the store
+/// or the disk.
+fn job_id(raw: &str) -> Result<JobId, ApiError> {
+    JobId::parse(raw).map_err(|_| ApiError::new(StatusCode::NOT_FOUND, "no such job"))
+}
+
+fn not_found(id: &JobId) -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, format!("no job {id}"))
+}
+
+pub(super) async fn list(State(st): State<AppState>) -> Result<Json<Vec<JobView>>, ApiError> {
+    let store = st.pipeline.store();
+    let mut out = Vec::new();
+    for job in store.jobs().await? {
+        let sheets = store.sheets(&job.id).await?;
+        out.push(job_view(job, sheets));
+    }
+    Ok(Json(out))
+}
+
+pub(super) async fn status(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<JobView>, ApiError> {
+    let id = job_id(&id)?;
+    let store = st.pipeline.store();
+    let job = store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    let sheets = store.sheets(&id).await?;
+    Ok(Json(job_view(job, sheets)))
+}
+
+pub(super) async fn delete(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<StatusCode, ApiError> {
+    let id = job_id(&id)?;
+    if st.pipeline.delete_job(&id).await? {
+        Ok(StatusCode::NO_CONTENT)
+    } else {
+        Err(not_found(&id))
+    }
+}
+
+/// `POST /jobs/{id}/retry`: re-drives a finished job's error rows (202), 404 for no such job,
+/// 409 while it is not finished.
+pub(super) async fn retry(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    match st.pipeline.retry(&id).await {
+        Ok(rows) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "retried_rows": rows, "status_url": format!("/jobs/{id}") })),
+        )
+            .into_response()),
+        Err(JobError::NotFound(_)) => Err(not_found(&id)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+pub(super) async fn download(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Response, ApiError> {
+    let id = job_id(&id)?;
+    let job = st
+        .pipeline
+        .store()
+        .job(&id)
+        .await?
+        .ok_or_else(|| not_found(&id))?;
+    let path = match (job.state, &job.output_path) {
+        (JobState::Done, Some(p)) => PathBuf::from(p),
+        (JobState::Failed, _) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "job {id} failed: {}",
+                    job.message.unwrap_or_else(|| "no reason recorded".into())
+                ),
+            ))
+        }
+        (state, _) => {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("job {id} is {state}; the workbook is not ready yet"),
+            ))
+        }
+    };
+    let file = tokio::fs::File::open(&path).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::GONE,
+            format!("the workbook of job {id} is gone: {e}"),
+        )
+    })?;
+    let stem = std::path::Path::new(&job.label)
+        .file_stem()
+        .map(|s| s.to_string_lossy().into_owned())
+        .unwrap_or_else(|| id.to_string());
+    let ascii: String = stem
+        .chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect();
+    Ok((
+        [
+            (
+                header::CONTENT_TYPE,
+                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_string(),
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                format!(
+                    "attachment; filename=\"{ascii}.xlsx\"; filename*=UTF-8''{}.xlsx",
+                    percent_encode(&stem)
+                ),
+            ),
+        ],
+        Body::from_stream(tokio_util::io::ReaderStream::new(file)),
+    )
+        .into_response())
+}

@@ -1,0 +1,137 @@
+//! The HTTP front door: upload, job status, download, retry, delete, the options, health,
+//! metrics, and the page.
+
+mod jobs;
+mod upload;
+
+use std::sync::Arc;
+
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{Html, IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde_json::json;
+
+use crate::options::JobSpec;
+use crate::pipeline::{BrokerHealth, JobError, Pipeline};
+
+#[derive(Clone)]
+struct AppState {
+    pipeline: Arc<Pipeline>,
+    max_upload: u64,
+}
+
+pub fn router(pipeline: Arc<Pipeline>, max_upload_bytes: u64) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/options", get(options))
+        .route("/jobs", get(jobs::list).post(upload::create_job))
+        .route("/jobs/{id}", get(jobs::status).delete(jobs::delete))
+        .route("/jobs/{id}/result.xlsx", get(jobs::download))
+        .route("/jobs/{id}/retry", post(jobs::retry))
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        // The upload size is checked while streaming to disk, with a message that says which limit.
+        .layer(DefaultBodyLimit::disable())
+        .with_state(AppState {
+            pipeline,
+            max_upload: max_upload_bytes,
+        })
+}
+
+/// An error a person can act on, as JSON: `{"error": …, "field": …}` (the option it is about,
+/// when there is one, so a form can show it there).
+pub(crate) struct ApiError {
+    status: StatusCode,
+    message: String,
+    field: Option<&'static str>,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            message: message.into(),
+            field: None,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut body = json!({ "error": self.message });
+        if let Some(field) = self.field {
+            body["field"] = json!(field);
+        }
+        (self.status, Json(body)).into_response()
+    }
+}
+
+impl From<JobError> for ApiError {
+    fn from(e: JobError) -> Self {
+        let field = e.option();
+        let status = match &e {
+            e if e.is_input_error() => StatusCode::UNPROCESSABLE_ENTITY,
+            JobError::NotFound(_) => StatusCode::NOT_FOUND,
+            JobError::NotFinished { .. } => StatusCode::CONFLICT,
+            JobError::ShuttingDown => StatusCode::SERVICE_UNAVAILABLE,
+            _ => {
+                tracing::error!("{e}");
+                StatusCode::INTERNAL_SERVER_ERROR
+            }
+        };
+        ApiError {
+            status,
+            message: e.to_string(),
+            field,
+        }
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        JobError::from(e).into()
+    }
+}
+
+/// The job options with their help texts and the lookup providers: the form is built from
+/// this, so it offers exactly what `--help` does.
+async fn options() -> Json<serde_json::Value> {
+    Json(json!({
+        "options": JobSpec::docs(),
+        "providers": crate::lookup::providers::names()
+            .into_iter()
+            .filter(|p| *p != "echo")
+            .collect::<Vec<_>>(),
+    }))
+}
+
+/// 200 while the broker answers (or is still being connected to at start-up), 503 with
+/// `"broker": "down"` when the last look at it went unanswered.
+async fn healthz(State(st): State<AppState>) -> Response {
+    let broker = st.pipeline.broker_health();
+    let status = if broker == BrokerHealth::Down {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    let overall = if status == StatusCode::OK {
+        "ok"
+    } else {
+        "degraded"
+    };
+    (
+        status,
+        Json(json!({ "status": overall, "broker": broker.as_str() })),
+    )
+        .into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    crate::metrics::response(&st.pipeline).await
+}
+
+async fn page() -> Html<&'static str> {
+    Html(include_str!("page.html"))
+}

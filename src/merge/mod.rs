@@ -1,0 +1,408 @@
+//! The merger: input rows and their stored results, joined in input order, written to each
+//! output the job asks for.
+//!
+//! The input is read again from the stored upload (with the layout found at intake) while the
+//! results stream from the store by sequence number: nothing holds a whole file in memory.
+//! Each row goes to every [`ResultWriter`]; an output format is one writer (in its own module)
+//! and one line in [`formats`].
+
+mod summary;
+mod xlsx;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::{sync_channel, Receiver};
+
+use crate::convert::CrsInfo;
+use crate::intake::{self, IntakeError};
+use crate::job::{Cell, Outcome, RowStatus};
+use crate::store::{JobFile, JobRecord, ResultStore, SheetRecord, StoreError, StoredResult};
+
+pub use summary::{utc_text, Summary};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MergeError {
+    #[error("writing the workbook: {0}")]
+    Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    #[error("writing {path}: {source}")]
+    Io {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Intake(#[from] IntakeError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("merging: {0}")]
+    Inconsistent(String),
+}
+
+/// An output sheet (or layer) and its columns.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SheetSpec {
+    /// A valid, unique Excel sheet name.
+    pub name: String,
+    /// The input table's headers (a data row may have more or fewer cells: ragged rows).
+    pub headers: Vec<String>,
+    /// The columns geobatch adds after the input's, in order: the position, the job's added
+    /// columns, `status`, `error`.
+    pub new_columns: Vec<String>,
+}
+
+/// What every writer is told before the first row.
+pub struct OutputPlan<'a> {
+    pub sheets: &'a [SheetSpec],
+    pub target: &'a CrsInfo,
+}
+
+/// A new column's value.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum OutValue<'a> {
+    Empty,
+    Number(f64),
+    Text(&'a str),
+}
+
+/// One row as the writers get it.
+pub struct MergedRow<'a> {
+    /// Index into the plan's sheets.
+    pub sheet: usize,
+    /// Input line (CSV) or row (workbook), 1-based.
+    pub line: u64,
+    pub cells: &'a [Cell],
+    pub status: RowStatus,
+    /// The position in the target CRS.
+    pub position: Option<(f64, f64)>,
+    /// Values of the sheet's new columns, same order and length.
+    pub values: &'a [OutValue<'a>],
+    /// For error rows: the column, the value as read and the reason.
+    pub error: Option<(&'a str, &'a str, &'a str)>,
+}
+
+/// One output format.
+pub trait ResultWriter: Send {
+    /// Rows come interleaved across sheets, in input order within each sheet.
+    fn row(&mut self, row: &MergedRow<'_>) -> Result<(), MergeError>;
+    /// Completes the file: written beside the target and renamed, so a reader never sees
+    /// half a file.
+    fn finish(self: Box<Self>, summary: &Summary) -> Result<(), MergeError>;
+}
+
+/// Starts a file of one format at a path.
+pub type CreateWriter = fn(&Path, &OutputPlan<'_>) -> Result<Box<dyn ResultWriter>, MergeError>;
+
+/// An output format: its file extension and how to start a file of it.
+pub struct OutputFormat {
+    pub extension: &'static str,
+    pub create: CreateWriter,
+}
+
+/// Every output format.
+pub fn formats() -> &'static [OutputFormat] {
+    &[OutputFormat {
+        extension: "xlsx",
+        create: xlsx::create,
+    }]
+}
+
+/// The format of this extension.
+pub fn format(extension: &str) -> Option<&'static OutputFormat> {
+    formats()
+        .iter()
+        .find(|f| f.extension.eq_ignore_ascii_case(extension))
+}
+
+/// Counts of a merge.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct MergeCounts {
+    pub rows: u64,
+    /// `ok` rows.
+    pub ok: u64,
+    pub ambiguous: u64,
+    pub no_result: u64,
+    pub failed: u64,
+}
+
+/// Everything the merge of one job needs.
+pub struct MergeJob<'a> {
+    pub job: &'a JobRecord,
+    pub source: &'a CrsInfo,
+    pub target: &'a CrsInfo,
+    /// The columns the job's steps add after the position (an address lookup's), in order.
+    pub added_columns: &'a [&'a str],
+    /// Where each output goes, with its format.
+    pub outputs: Vec<(PathBuf, &'static OutputFormat)>,
+}
+
+/// Writes the outputs of a job whose every row has a result.
+pub async fn merge_job(store: &ResultStore, m: MergeJob<'_>) -> Result<MergeCounts, MergeError> {
+    let files = store.files(&m.job.id).await?;
+    let sheets = store.sheets(&m.job.id).await?;
+    let (tx, rx) = sync_channel::<Result<Vec<StoredResult>, StoreError>>(4);
+    let work = Work {
+        job: m.job.clone(),
+        files,
+        sheets,
+        source: m.source.clone(),
+        target: m.target.clone(),
+        added: m.added_columns.iter().map(|c| c.to_string()).collect(),
+        outputs: m.outputs,
+    };
+    // The writers run on a thread of their own while this task pages results to them.
+    let writer = tokio::task::spawn_blocking(move || work.run(rx));
+    let mut after = None;
+    loop {
+        let page = store.results_page(&m.job.id, after, 10_000).await;
+        let last = match &page {
+            Ok(p) if p.is_empty() => break,
+            Ok(p) => p.last().map(|r| r.seq),
+            Err(_) => None,
+        };
+        let failed = page.is_err();
+        // A closed channel means the writer stopped early; its error is the one to report.
+        if tx.send(page).is_err() || failed {
+            break;
+        }
+        after = last;
+    }
+    drop(tx);
+    writer
+        .await
+        .map_err(|e| MergeError::Inconsistent(format!("writer stopped: {e}")))?
+}
+
+struct Work {
+    job: JobRecord,
+    files: Vec<JobFile>,
+    sheets: Vec<SheetRecord>,
+    source: CrsInfo,
+    target: CrsInfo,
+    added: Vec<String>,
+    outputs: Vec<(PathBuf, &'static OutputFormat)>,
+}
+
+impl Work {
+    fn run(
+        self,
+        results: Receiver<Result<Vec<StoredResult>, StoreError>>,
+    ) -> Result<MergeCounts, MergeError> {
+        let layouts = self
+            .files
+            .iter()
+            .map(|f| {
+                f.layout.clone().ok_or_else(|| {
+                    MergeError::Inconsistent(format!("{}: no layout stored", f.label))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let index_of: HashMap<u32, usize> = self
+            .sheets
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.sheet_no, i))
+            .collect();
+        let specs: Vec<SheetSpec> = self
+            .sheets
+            .iter()
+            .map(|rec| {
+                let table = layouts
+                    .get(rec.file_no as usize)
+                    .and_then(|l| l.tables.get(rec.table_no as usize))
+                    .ok_or_else(|| {
+                        MergeError::Inconsistent(format!(
+                            "sheet {:?} names file {} table {}, which the job does not have",
+                            rec.name, rec.file_no, rec.table_no
+                        ))
+                    })?;
+                Ok(SheetSpec {
+                    name: rec.name.clone(),
+                    headers: table.headers.clone(),
+                    new_columns: new_column_names(&table.headers, &self.target, &self.added),
+                })
+            })
+            .collect::<Result<_, MergeError>>()?;
+        let plan = OutputPlan {
+            sheets: &specs,
+            target: &self.target,
+        };
+        let mut writers: Vec<Box<dyn ResultWriter>> = self
+            .outputs
+            .iter()
+            .map(|(path, format)| (format.create)(path, &plan))
+            .collect::<Result<_, _>>()?;
+
+        let mut counts = MergeCounts::default();
+        let mut seq: u64 = 0;
+        let mut results = results.iter().flat_map(|page| match page {
+            Ok(rows) => rows.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        });
+        for (file, layout) in self.files.iter().zip(&layouts) {
+            let mut source = intake::reopen(Path::new(&file.path), &file.label, layout)?;
+            while let Some(record) = source.next_record() {
+                let record = record?;
+                let result = results.next().ok_or_else(|| {
+                    MergeError::Inconsistent(format!(
+                        "{}: line {}: no stored result for row {seq}",
+                        file.label, record.line
+                    ))
+                })??;
+                if result.seq != seq {
+                    return Err(MergeError::Inconsistent(format!(
+                        "{}: line {}: expected the result of row {seq}, found row {}",
+                        file.label, record.line, result.seq
+                    )));
+                }
+                seq += 1;
+                let sheet = *index_of.get(&result.sheet_no).ok_or_else(|| {
+                    MergeError::Inconsistent(format!(
+                        "row {} names unknown sheet {}",
+                        result.seq, result.sheet_no
+                    ))
+                })?;
+                let table = layout.tables.get(record.table as usize).ok_or_else(|| {
+                    MergeError::Inconsistent(format!("{}: no table {}", file.label, record.table))
+                })?;
+                counts.rows += 1;
+                match result.outcome.status() {
+                    RowStatus::Ok => counts.ok += 1,
+                    RowStatus::Ambiguous => counts.ambiguous += 1,
+                    RowStatus::NoResult => counts.no_result += 1,
+                    RowStatus::Error => counts.failed += 1,
+                }
+                let spec = &specs[sheet];
+                let (error_column, error_raw);
+                let error = match &result.outcome {
+                    Outcome::Failed(e) => {
+                        error_column = e
+                            .column
+                            .clone()
+                            .unwrap_or_else(|| format!("{}, {}", table.x_name(), table.y_name()));
+                        error_raw = e.raw.clone().unwrap_or_else(|| {
+                            format!("{}, {}", record.text(table.x), record.text(table.y))
+                        });
+                        Some((error_column.as_str(), error_raw.as_str(), e.reason.as_str()))
+                    }
+                    Outcome::Resolved { .. } => None,
+                };
+                let values = values_of(&result.outcome, &spec.new_columns, &self.added);
+                let row = MergedRow {
+                    sheet,
+                    line: record.line,
+                    cells: &record.fields,
+                    status: result.outcome.status(),
+                    position: result.outcome.position(),
+                    values: &values,
+                    error,
+                };
+                for w in &mut writers {
+                    w.row(&row)?;
+                }
+            }
+        }
+        if let Some(extra) = results.next() {
+            let extra = extra?;
+            return Err(MergeError::Inconsistent(format!(
+                "a result for row {} has no input row (the input has {seq} rows)",
+                extra.seq
+            )));
+        }
+        let summary = Summary::of_job(
+            &self.job,
+            &self.files,
+            &layouts,
+            &self.sheets,
+            &self.source,
+            &self.target,
+            &counts,
+        );
+        for w in writers {
+            w.finish(&summary)?;
+        }
+        Ok(counts)
+    }
+}
+
+/// `lon`/`lat` (or `x_<EPSG>`/`y_<EPSG>`), the added columns, then `status`, `error`;
+/// `_geobatch` on a clash with an input header.
+pub fn new_column_names(headers: &[String], target: &CrsInfo, added: &[String]) -> Vec<String> {
+    let (x, y) = if target.geographic {
+        ("lon".to_string(), "lat".to_string())
+    } else {
+        (format!("x_{}", target.epsg), format!("y_{}", target.epsg))
+    };
+    let mut names = vec![x, y];
+    names.extend(added.iter().cloned());
+    names.extend(["status".to_string(), "error".to_string()]);
+    names
+        .into_iter()
+        .map(|name| {
+            if headers.iter().any(|h| h.trim().eq_ignore_ascii_case(&name)) {
+                format!("{name}_geobatch")
+            } else {
+                name
+            }
+        })
+        .collect()
+}
+
+/// The new columns' values of one row, in the order of `new_columns` (position, added, status,
+/// error).
+fn values_of<'a>(
+    outcome: &'a Outcome,
+    new_columns: &[String],
+    added: &[String],
+) -> Vec<OutValue<'a>> {
+    let mut v = Vec::with_capacity(new_columns.len());
+    match outcome.position() {
+        Some((x, y)) => {
+            v.push(OutValue::Number(x));
+            v.push(OutValue::Number(y));
+        }
+        None => v.extend([OutValue::Empty, OutValue::Empty]),
+    }
+    for name in added {
+        v.push(outcome.field(name).map_or(OutValue::Empty, OutValue::Text));
+    }
+    v.push(OutValue::Text(outcome.status().as_str()));
+    v.push(match outcome {
+        Outcome::Failed(e) => OutValue::Text(&e.reason),
+        Outcome::Resolved { .. } => OutValue::Empty,
+    });
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn new_columns_avoid_clashes() {
+        let crs = |code| CrsInfo::from(crate::convert::crs::Crs::from_code(code).unwrap());
+        let headers = vec!["name".to_string(), "LON".to_string(), "status".to_string()];
+        assert_eq!(
+            new_column_names(&headers, &crs("EPSG:4326"), &[]),
+            ["lon_geobatch", "lat", "status_geobatch", "error"].map(String::from)
+        );
+        assert_eq!(
+            new_column_names(&headers, &crs("EPSG:5186"), &[])[0],
+            "x_5186"
+        );
+        let headers = vec!["Address".to_string(), "lat".to_string()];
+        let added = ["address", "road_address", "building_name"].map(String::from);
+        assert_eq!(
+            new_column_names(&headers, &crs("EPSG:4326"), &added),
+            [
+                "lon",
+                "lat_geobatch",
+                "address_geobatch",
+                "road_address",
+                "building_name",
+                "status",
+                "error"
+            ]
+            .map(String::from)
+        );
+    }
+}

@@ -1,0 +1,544 @@
+//! The job options: declared once, in [`JobSpec`], for the command line (clap) and the upload
+//! form (serde) alike, then checked once into the typed [`JobOptions`] every stage receives.
+//!
+//! A new option is one field of `JobSpec` with its doc comment (the `--help` text, the form's
+//! label, the README row) and one line in [`JobSpec::validate`].
+
+use std::path::{Path, PathBuf};
+
+use clap::{Args, CommandFactory};
+use serde::{Deserialize, Serialize};
+
+use crate::job::{quote_short, EngineKind, Epsg};
+
+/// Longest text accepted in an option (a column name, a CRS code…); the template definition
+/// may be longer.
+pub const MAX_OPTION_BYTES: usize = 4 * 1024;
+/// Longest lookup template definition.
+pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
+/// A cached address is fresh for 30 days unless `cache_ttl` says otherwise.
+pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
+
+/// Allowed ranges of the numeric options, checked at acceptance.
+pub const RATE_RANGE: (f64, f64) = (0.001, 10_000.0);
+pub const DAILY_QUOTA_RANGE: (u64, u64) = (1, 1_000_000_000);
+pub const CACHE_TTL_RANGE: (u64, u64) = (0, 10 * 365 * 86_400);
+
+/// What a user asks of a job, as given: `geobatch convert` flags and `POST /jobs` form fields
+/// (same names, `sheet_by` is `--sheet-by`). Every value is text here; [`JobSpec::validate`]
+/// reads it.
+#[derive(Args, Deserialize, Clone, Debug, Default, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct JobSpec {
+    /// Source CRS, e.g. EPSG:5174. Unset: only plainly lon/lat values default to EPSG:4326.
+    #[arg(long, value_name = "CRS")]
+    pub from: Option<String>,
+    /// Target CRS [default: EPSG:4326].
+    #[arg(long, value_name = "CRS")]
+    pub to: Option<String>,
+    /// The x (easting/longitude) column; unset: detected from the header.
+    #[arg(long, value_name = "COLUMN")]
+    pub x: Option<String>,
+    /// The y (northing/latitude) column; unset: detected from the header.
+    #[arg(long, value_name = "COLUMN")]
+    pub y: Option<String>,
+    /// One worksheet per distinct value of this column.
+    #[arg(long, value_name = "COLUMN")]
+    pub sheet_by: Option<String>,
+    /// Input encoding (utf-8, cp949, euc-kr, utf-16le, utf-16be); unset: detected.
+    #[arg(long)]
+    pub encoding: Option<String>,
+    /// Field delimiter: , ; | or tab; unset: detected.
+    #[arg(long)]
+    pub delimiter: Option<String>,
+    /// Transform engine: builtin, or postgis (PostGIS ST_Transform; needs DATABASE_URL or
+    /// GEOBATCH_POSTGIS_URL) [default: builtin].
+    #[arg(long)]
+    pub engine: Option<String>,
+    /// Look up the address of every converted point at this provider (kakao, vworld,
+    /// nominatim, template).
+    #[arg(long, value_name = "PROVIDER")]
+    pub lookup: Option<String>,
+    /// The provider's budget for the whole cluster, requests per second (`10` or `10/s`;
+    /// default: the provider's, 10, Nominatim 1).
+    #[arg(long)]
+    pub rate: Option<String>,
+    /// Requests per UTC day for the whole cluster; when spent, the job pauses until midnight UTC.
+    #[arg(long)]
+    pub daily_quota: Option<String>,
+    /// Seconds a cached address stays fresh [default: 2592000, 30 days].
+    #[arg(long, value_name = "SECONDS")]
+    pub cache_ttl: Option<String>,
+    /// The provider description (JSON) for lookup template: the JSON itself, or (command line)
+    /// a file holding it.
+    #[arg(long, value_name = "FILE")]
+    pub lookup_template: Option<String>,
+}
+
+/// Where the options came from: a file name is read only from the command line.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Origin {
+    CommandLine,
+    Form,
+}
+
+/// What validation needs to know of the world, given by the caller (the options do not
+/// depend on the stages that know these things).
+#[derive(Clone, Debug)]
+pub struct OptionContext {
+    pub origin: Origin,
+    /// The lookup providers this build knows.
+    pub providers: Vec<&'static str>,
+}
+
+/// An option that cannot be used: it names the option as both the form and `--help` call it.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("option {option}: {message}")]
+pub struct OptionError {
+    pub option: &'static str,
+    pub message: String,
+}
+
+fn err(option: &'static str, message: impl Into<String>) -> OptionError {
+    OptionError {
+        option,
+        message: message.into(),
+    }
+}
+
+/// What the user told the reader; None = detect.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct ReadOptions {
+    /// An encoding label: "utf-8", "cp949", "euc-kr", "utf-16le", "utf-16be".
+    pub encoding: Option<String>,
+    pub delimiter: Option<u8>,
+    pub x_column: Option<String>,
+    pub y_column: Option<String>,
+}
+
+/// The job's options, checked. Stored with the job (JSON); stages receive them typed.
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
+#[serde(default)]
+pub struct JobOptions {
+    /// None: detected (plainly lon/lat values are EPSG:4326).
+    pub from: Option<Epsg>,
+    /// None: EPSG:4326.
+    pub to: Option<Epsg>,
+    #[serde(flatten)]
+    pub read: ReadOptions,
+    pub sheet_by: Option<String>,
+    /// None: builtin.
+    pub engine: Option<EngineKind>,
+    /// Where the workbook goes; None: `<data dir>/results/<job>.xlsx`.
+    pub output: Option<PathBuf>,
+    /// The address lookup provider's name.
+    pub lookup: Option<String>,
+    /// The provider's budget for the whole cluster, requests/s (None: the provider's default).
+    pub rate: Option<f64>,
+    /// Requests per UTC day for the whole cluster.
+    pub daily_quota: Option<u64>,
+    /// Seconds a cached address stays fresh (None: [`DEFAULT_CACHE_TTL_SECS`]).
+    pub cache_ttl: Option<u64>,
+    /// The provider's own configuration (the template of `lookup template`).
+    pub lookup_template: Option<serde_json::Value>,
+    /// Set by `convert` only: a digest of its input files and options. A `convert` job belongs
+    /// to its process: a later `convert` with the same digest resumes it, `serve` never does.
+    pub input_digest: Option<String>,
+}
+
+impl JobOptions {
+    pub fn target(&self) -> Epsg {
+        self.to.unwrap_or(Epsg::WGS84)
+    }
+
+    pub fn engine(&self) -> EngineKind {
+        self.engine.unwrap_or(EngineKind::Builtin)
+    }
+
+    pub fn cache_ttl_secs(&self) -> u64 {
+        self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS)
+    }
+}
+
+/// One option as documented: its name, help and the values it takes, for `--help`'s twin on
+/// the page (`GET /options`) and the README's table.
+#[derive(Clone, Debug, Serialize, PartialEq)]
+pub struct OptionDoc {
+    /// The form field's name (`sheet_by`); the flag is `--sheet-by`.
+    pub name: String,
+    pub flag: String,
+    pub help: String,
+}
+
+/// clap's view of `JobSpec` alone.
+#[derive(clap::Parser)]
+struct SpecOnly {
+    #[command(flatten)]
+    spec: JobSpec,
+}
+
+impl JobSpec {
+    /// Every option with its help text, in declaration order.
+    pub fn docs() -> Vec<OptionDoc> {
+        SpecOnly::command()
+            .get_arguments()
+            .filter_map(|a| {
+                let flag = a.get_long()?;
+                Some(OptionDoc {
+                    name: flag.replace('-', "_"),
+                    flag: format!("--{flag}"),
+                    help: a.get_help().map(|h| h.to_string()).unwrap_or_default(),
+                })
+            })
+            .filter(|d| d.name != "help")
+            .collect()
+    }
+
+    /// The form's fields: text fields by their names (empty values are unset).
+    pub fn from_fields<'a>(
+        fields: impl IntoIterator<Item = (&'a str, &'a str)>,
+    ) -> Result<JobSpec, OptionError> {
+        let mut map = serde_json::Map::new();
+        for (name, value) in fields {
+            let value = value.trim();
+            if !value.is_empty() {
+                map.insert(
+                    name.to_string(),
+                    serde_json::Value::String(value.to_string()),
+                );
+            }
+        }
+        serde_json::from_value(serde_json::Value::Object(map)).map_err(|e| {
+            let known: Vec<String> = JobSpec::docs().into_iter().map(|d| d.name).collect();
+            let text = e.to_string();
+            // serde's text quotes the field; keep it short whatever was sent.
+            let shown = text
+                .split('`')
+                .nth(1)
+                .map(quote_short)
+                .unwrap_or_else(|| quote_short(&text));
+            OptionError {
+                option: "form",
+                message: format!(
+                    "unknown field {shown}; the fields are file, {}",
+                    known.join(", ")
+                ),
+            }
+        })
+    }
+
+    /// Reads every option once. Each error names the option and what it accepts.
+    pub fn validate(self, ctx: &OptionContext) -> Result<JobOptions, OptionError> {
+        let text = |name: &'static str, v: Option<String>| -> Result<Option<String>, OptionError> {
+            match v.map(|v| v.trim().to_string()).filter(|v| !v.is_empty()) {
+                Some(v) if v.len() > MAX_OPTION_BYTES => {
+                    Err(err(name, format!("longer than {MAX_OPTION_BYTES} bytes")))
+                }
+                other => Ok(other),
+            }
+        };
+        let crs = |name: &'static str, v: Option<String>| -> Result<Option<Epsg>, OptionError> {
+            text(name, v)?
+                .map(|v| Epsg::parse(&v).map_err(|e| err(name, e.to_string())))
+                .transpose()
+        };
+        let from = crs("from", self.from)?;
+        let to = crs("to", self.to)?;
+        let delimiter = text("delimiter", self.delimiter)?
+            .map(|d| parse_delimiter(&d).map_err(|m| err("delimiter", m)))
+            .transpose()?;
+        let engine = text("engine", self.engine)?
+            .map(|e| {
+                e.parse::<EngineKind>().map_err(|_| {
+                    err(
+                        "engine",
+                        format!(
+                            "unknown engine {}; the engines are \"builtin\" and \"postgis\"",
+                            quote_short(&e)
+                        ),
+                    )
+                })
+            })
+            .transpose()?;
+        let lookup = text("lookup", self.lookup)?
+            .map(|p| {
+                let name = p.to_ascii_lowercase();
+                if ctx.providers.contains(&name.as_str()) {
+                    Ok(name)
+                } else {
+                    Err(err(
+                        "lookup",
+                        format!(
+                            "unknown provider {}; one of {}",
+                            quote_short(&p),
+                            ctx.providers.join(", ")
+                        ),
+                    ))
+                }
+            })
+            .transpose()?;
+        let rate = text("rate", self.rate)?
+            .map(|r| parse_rate(&r).map_err(|m| err("rate", m)))
+            .transpose()?;
+        let daily_quota = text("daily_quota", self.daily_quota)?
+            .map(|q| parse_in_range("daily_quota", &q, DAILY_QUOTA_RANGE, "requests per day"))
+            .transpose()?;
+        let cache_ttl = text("cache_ttl", self.cache_ttl)?
+            .map(|t| parse_in_range("cache_ttl", &t, CACHE_TTL_RANGE, "seconds"))
+            .transpose()?;
+        let lookup_template = match self.lookup_template {
+            Some(t) if t.len() > MAX_TEMPLATE_BYTES => {
+                return Err(err(
+                    "lookup_template",
+                    format!("longer than {MAX_TEMPLATE_BYTES} bytes"),
+                ))
+            }
+            Some(t) if !t.trim().is_empty() => Some(read_template(t.trim(), ctx.origin)?),
+            _ => None,
+        };
+        if lookup.is_none() {
+            let stray = [
+                ("rate", rate.is_some()),
+                ("daily_quota", daily_quota.is_some()),
+                ("cache_ttl", cache_ttl.is_some()),
+                ("lookup_template", lookup_template.is_some()),
+            ];
+            if let Some((option, _)) = stray.into_iter().find(|(_, set)| *set) {
+                return Err(err(option, "needs option lookup (the address provider)"));
+            }
+        }
+        Ok(JobOptions {
+            from,
+            to,
+            read: ReadOptions {
+                encoding: text("encoding", self.encoding)?,
+                delimiter,
+                x_column: text("x", self.x)?,
+                y_column: text("y", self.y)?,
+            },
+            sheet_by: text("sheet_by", self.sheet_by)?,
+            engine,
+            output: None,
+            lookup,
+            rate,
+            daily_quota,
+            cache_ttl,
+            lookup_template,
+            input_digest: None,
+        })
+    }
+}
+
+/// `,` `;` `|` `tab` (or a literal tab) as the byte the CSV reader wants.
+pub fn parse_delimiter(s: &str) -> Result<u8, String> {
+    match s {
+        "," | "comma" => Ok(b','),
+        ";" | "semicolon" => Ok(b';'),
+        "|" | "pipe" => Ok(b'|'),
+        "\t" | "\\t" | "tab" | "TAB" => Ok(b'\t'),
+        other => Err(format!(
+            "delimiter {} is not one of , ; | tab",
+            quote_short(other)
+        )),
+    }
+}
+
+/// `10`, `10/s`, `0.5 /s`: requests per second within [`RATE_RANGE`].
+fn parse_rate(s: &str) -> Result<f64, String> {
+    let number = s
+        .strip_suffix("/s")
+        .or_else(|| s.strip_suffix("/sec"))
+        .unwrap_or(s)
+        .trim();
+    let (lo, hi) = RATE_RANGE;
+    match number.parse::<f64>() {
+        Ok(r) if r.is_finite() && (lo..=hi).contains(&r) => Ok(r),
+        _ => Err(format!(
+            "{} is not a rate; give requests per second from {lo} to {hi}, e.g. 10 or 10/s",
+            quote_short(s)
+        )),
+    }
+}
+
+fn parse_in_range(
+    option: &'static str,
+    s: &str,
+    (lo, hi): (u64, u64),
+    unit: &str,
+) -> Result<u64, OptionError> {
+    match s.parse::<u64>() {
+        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
+        _ => Err(err(
+            option,
+            format!(
+                "{} is not a whole number of {unit} from {lo} to {hi}",
+                quote_short(s)
+            ),
+        )),
+    }
+}
+
+/// A template given as JSON (or, on the command line, as a file holding it).
+fn read_template(given: &str, origin: Origin) -> Result<serde_json::Value, OptionError> {
+    let text = if given.starts_with('{') {
+        given.to_string()
+    } else if origin == Origin::CommandLine {
+        let path = Path::new(given);
+        let meta = std::fs::metadata(path)
+            .map_err(|e| err("lookup_template", format!("{}: {e}", path.display())))?;
+        if meta.len() > MAX_TEMPLATE_BYTES as u64 {
+            return Err(err(
+                "lookup_template",
+                format!("{}: longer than {MAX_TEMPLATE_BYTES} bytes", path.display()),
+            ));
+        }
+        std::fs::read_to_string(path)
+            .map_err(|e| err("lookup_template", format!("{}: {e}", path.display())))?
+    } else {
+        return Err(err("lookup_template", "give the template's JSON itself"));
+    };
+    serde_json::from_str(&text).map_err(|e| err("lookup_template", format!("not JSON: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn ctx(origin: Origin) -> OptionContext {
+        OptionContext {
+            origin,
+            providers: vec!["kakao", "vworld", "nominatim", "template"],
+        }
+    }
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        spec: JobSpec,
+    }
+
+    /// The command line and the form give the same options.
+    #[test]
+    fn cli_and_form_give_the_same_options() {
+        let cli = Cli::try_parse_from([
+            "x",
+            "--from",
+            "EPSG:5174",
+            "--to",
+            "5186",
+            "--x",
+            "좌표정보(x)",
+            "--sheet-by",
+            "시도",
+            "--delimiter",
+            "tab",
+            "--engine",
+            "postgis",
+            "--lookup",
+            "Kakao",
+            "--rate",
+            "5/s",
+            "--daily-quota",
+            "1000",
+            "--cache-ttl",
+            "60",
+        ])
+        .unwrap()
+        .spec;
+        let form = JobSpec::from_fields([
+            ("from", "EPSG:5174"),
+            ("to", "5186"),
+            ("x", "좌표정보(x)"),
+            ("y", " "),
+            ("sheet_by", "시도"),
+            ("delimiter", "tab"),
+            ("engine", "postgis"),
+            ("lookup", "Kakao"),
+            ("rate", "5/s"),
+            ("daily_quota", "1000"),
+            ("cache_ttl", "60"),
+        ])
+        .unwrap();
+        let a = cli.validate(&ctx(Origin::CommandLine)).unwrap();
+        let b = form.validate(&ctx(Origin::Form)).unwrap();
+        assert_eq!(a, b);
+        assert_eq!(a.from, Some(Epsg::new(5174)));
+        assert_eq!(a.target(), Epsg::new(5186));
+        assert_eq!(a.read.delimiter, Some(b'\t'));
+        assert_eq!(a.read.y_column, None);
+        assert_eq!(a.engine(), EngineKind::Postgis);
+        assert_eq!(a.lookup.as_deref(), Some("kakao"));
+        assert_eq!(
+            (a.rate, a.daily_quota, a.cache_ttl),
+            (Some(5.0), Some(1000), Some(60))
+        );
+    }
+
+    #[test]
+    fn every_option_is_documented_once() {
+        let docs = JobSpec::docs();
+        let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
+        assert_eq!(names[..3], ["from", "to", "x"]);
+        assert!(names.contains(&"sheet_by") && names.contains(&"lookup_template"));
+        assert!(docs.iter().all(|d| !d.help.is_empty()), "{docs:?}");
+        let e = JobSpec::from_fields([("fromm", "x")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("\"fromm\"") && e.contains("sheet_by"), "{e}");
+    }
+
+    #[test]
+    fn errors_name_the_option_and_its_range() {
+        let v = |pairs: &[(&str, &str)]| {
+            JobSpec::from_fields(pairs.iter().copied())
+                .unwrap()
+                .validate(&ctx(Origin::Form))
+        };
+        let e = v(&[("rate", "5")]).unwrap_err();
+        assert_eq!(e.option, "rate");
+        assert!(e.to_string().contains("needs option lookup"), "{e}");
+        for bad in ["1e308", "1e10", "1e-300", "0", "-1", "NaN", "inf", "fast"] {
+            let e = v(&[("lookup", "kakao"), ("rate", bad)]).unwrap_err();
+            assert_eq!(e.option, "rate", "{bad}");
+            assert!(
+                e.message.contains("0.001") && e.message.contains("10000"),
+                "{e}"
+            );
+        }
+        let e = v(&[("lookup", "kakao"), ("daily_quota", "0")]).unwrap_err();
+        assert_eq!(e.option, "daily_quota");
+        let e = v(&[("lookup", "google")]).unwrap_err().to_string();
+        assert!(e.contains("\"google\"") && e.contains("nominatim"), "{e}");
+        let e = v(&[("from", "EPSG:abc")]).unwrap_err().to_string();
+        assert!(
+            e.starts_with("option from:") && e.contains("EPSG:<number>"),
+            "{e}"
+        );
+        let e = v(&[("engine", "proj")]).unwrap_err().to_string();
+        assert!(e.contains("\"proj\"") && e.contains("postgis"), "{e}");
+        let long = "x".repeat(MAX_OPTION_BYTES + 1);
+        let e = v(&[("sheet_by", &long)]).unwrap_err();
+        assert_eq!(e.option, "sheet_by");
+        assert!(e.to_string().len() < 300);
+        let e = v(&[("lookup", "template"), ("lookup_template", "/etc/passwd")]).unwrap_err();
+        assert!(e.to_string().contains("JSON itself"), "{e}");
+    }
+
+    #[test]
+    fn options_stored_by_earlier_versions_still_read() {
+        let old: JobOptions = serde_json::from_str(
+            r#"{"from":"EPSG:5174","to":null,"sheet_by":null,"engine":null,"output":null}"#,
+        )
+        .unwrap();
+        assert_eq!(old.from, Some(Epsg::new(5174)));
+        assert!(old.lookup.is_none());
+        let opts = JobSpec::from_fields([("lookup", "kakao"), ("rate", "4")])
+            .unwrap()
+            .validate(&ctx(Origin::Form))
+            .unwrap();
+        let json = serde_json::to_string(&opts).unwrap();
+        assert_eq!(serde_json::from_str::<JobOptions>(&json).unwrap(), opts);
+    }
+}
