@@ -60,7 +60,16 @@ pub struct Bus {
     topics_created: AtomicU64,
     /// Cancelled when this connection is given up for a new one: its users let go of it.
     retired: CancellationToken,
+    /// Cancelled when this connection is dropped: its clients are gone, nothing they had in
+    /// flight (an offset commit, a message) can reach the broker any more.
+    gone: CancellationToken,
     embedded: Option<EmbeddedBroker>,
+}
+
+impl Drop for Bus {
+    fn drop(&mut self) {
+        self.gone.cancel();
+    }
 }
 
 impl Bus {
@@ -107,6 +116,7 @@ impl Bus {
             props,
             topics_created: AtomicU64::new(0),
             retired: CancellationToken::new(),
+            gone: CancellationToken::new(),
         })
     }
 
@@ -119,6 +129,11 @@ impl Bus {
     /// Completes when the connection is given up.
     pub async fn retired(&self) {
         self.retired.cancelled().await
+    }
+
+    /// Cancelled once this connection is dropped (its last user let go of it).
+    pub fn gone(&self) -> CancellationToken {
+        self.gone.clone()
     }
 
     pub fn is_retired(&self) -> bool {

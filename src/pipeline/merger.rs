@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use super::lookup_step::added_columns;
 use super::{counters, JobError, Pipeline};
+use crate::backoff::Backoff;
 use crate::bus::SheetTopic;
 use crate::convert::EngineError;
 use crate::job::{Epsg, JobId, JobState};
@@ -24,7 +25,14 @@ impl Pipeline {
                             if me.shutdown.is_cancelled() {
                                 return;
                             }
-                            if let Err(e) = me.merge_job(&id).await {
+                            let outcome = me.merge_job(&id).await;
+                            if let Err(e) = &outcome {
+                                if e.is_transient() {
+                                    me.merge_later(&id, e).await;
+                                    continue;
+                                }
+                            }
+                            if let Err(e) = outcome {
                                 tracing::error!(job = %id, "cannot write the workbook: {e}");
                                 let _ = me
                                     .store
@@ -44,6 +52,24 @@ impl Pipeline {
                 }
             }
         });
+    }
+
+    /// A merge that met a passing database failure (a connection cut, the database restarting,
+    /// a full disk): the job goes back to the merger's queue once the store answers again,
+    /// like the workers' writes, instead of failing.
+    async fn merge_later(&self, id: &JobId, e: &JobError) {
+        tracing::warn!(job = %id, "cannot write the workbook yet ({e}); trying again");
+        let mut backoff = Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff.next_delay()) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            match self.store.set_state(id, JobState::Running, None).await {
+                Ok(()) => return,
+                Err(e) => tracing::warn!(job = %id, "the store does not answer yet: {e}"),
+            }
+        }
     }
 
     async fn merge_job(&self, id: &JobId) -> Result<(), JobError> {

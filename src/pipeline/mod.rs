@@ -90,6 +90,15 @@ impl JobError {
         }
     }
 
+    /// A failure of the service that passes by itself (the database restarting, a connection
+    /// cut, a full disk): worth doing the same again later; the job is not at fault.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            JobError::Store(e) | JobError::Merge(MergeError::Store(e)) => e.is_transient(),
+            _ => false,
+        }
+    }
+
     /// The job option the error is about, if one is (a form shows the error at that field).
     pub fn option(&self) -> Option<&'static str> {
         match self {

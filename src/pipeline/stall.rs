@@ -90,7 +90,7 @@ impl Pipeline {
             Some(job) => vec![job.clone()],
             None => self.store.unfinished_jobs().await?,
         };
-        let mut redriven = false;
+        let mut stranded = Vec::new();
         for job in jobs {
             // Publishing jobs have an intake at work; others have no rows in the broker.
             if !matches!(job.state, JobState::Running | JobState::Paused) {
@@ -106,10 +106,41 @@ impl Pipeline {
                     topic = %sheet.topic,
                     "the broker no longer holds this job's rows: publishing the rows without a result again"
                 );
-                self.spawn_intake(job.id.clone());
-                redriven = true;
+                // Publishing from now on: the next check leaves it to its intake.
+                self.store
+                    .set_state(
+                        &job.id,
+                        JobState::Publishing,
+                        Some("the broker lost this job's rows; publishing them again"),
+                    )
+                    .await?;
+                stranded.push(job.id);
             }
         }
-        Ok(redriven)
+        if stranded.is_empty() {
+            return Ok(false);
+        }
+        // A broker that lost its data lost the producer's identity and the group's state too:
+        // the clients start over (as when the embedded broker is recycled) before the rows go.
+        // The rows go out only once the old clients are gone: an offset commit they still had
+        // in flight for the lost topic would otherwise land on the new one and skip its rows.
+        let gone = bus.gone();
+        self.bus.send_replace(None);
+        bus.retire();
+        drop(bus);
+        let me = self.clone();
+        self.tasks.spawn(async move {
+            tokio::select! {
+                _ = gone.cancelled() => {}
+                _ = tokio::time::sleep(Duration::from_secs(60)) => {
+                    tracing::warn!("the old Kafka clients are still not closed after 60 s; publishing anyway");
+                }
+                _ = me.shutdown.cancelled() => return,
+            }
+            for id in stranded {
+                me.spawn_intake(id);
+            }
+        });
+        Ok(true)
     }
 }

@@ -43,6 +43,41 @@ pub enum StoreError {
     Config(String),
 }
 
+impl StoreError {
+    /// A failure that goes away by itself (a connection cut, the database restarting or busy,
+    /// a disk that was full): the operation is worth trying again, the job is not at fault.
+    pub fn is_transient(&self) -> bool {
+        let StoreError::Db(e) = self else {
+            return false;
+        };
+        match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::WorkerCrashed => true,
+            sqlx::Error::Database(db) => {
+                let code = db.code().unwrap_or_default();
+                if db
+                    .try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .is_some()
+                {
+                    // Connection exceptions, insufficient resources, operator intervention
+                    // (pg_terminate_backend, shutdown), serialization failures and deadlocks.
+                    ["08", "53", "57"].iter().any(|c| code.starts_with(c))
+                        || code == "40001"
+                        || code == "40P01"
+                } else {
+                    // SQLITE_BUSY, _LOCKED, _IOERR, _FULL (primary codes; extended codes carry
+                    // the primary one in their low byte).
+                    code.parse::<i32>()
+                        .is_ok_and(|c| matches!(c & 0xff, 5 | 6 | 10 | 13))
+                }
+            }
+            _ => false,
+        }
+    }
+}
+
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 pub fn now_ms() -> i64 {
