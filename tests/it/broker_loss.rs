@@ -22,14 +22,7 @@ async fn job_on_a_broker(dir: &TestDir, stall_check: &str) -> (u16, Tansu, Serve
         ("GEOBATCH_WORKERS", "1"),
     ];
     let serve = Serve::start(dir, &env);
-    let (status, reply) = upload(
-        &serve,
-        &[("big.csv", tm_rows_csv(ROWS))],
-        &[("from", "EPSG:5174")],
-    )
-    .await;
-    assert_eq!(status, 202, "{reply}");
-    let id = reply["id"].as_str().unwrap().to_string();
+    let id = upload_tm_rows(&serve, "big", ROWS).await;
     wait_job(&serve, &id, Duration::from_secs(120), |j| {
         j["state"] == "running" && j["rows_done"].as_u64().unwrap_or(0) > 0
     })

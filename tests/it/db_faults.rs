@@ -13,14 +13,7 @@ async fn merge_survives_pg_terminate_backend() {
     let dir = tempdir();
     let mut serve = Serve::start(&dir, &[("DATABASE_URL", &db.url)]);
     let rows = 200_000;
-    let (status, reply) = upload(
-        &serve,
-        &[("big.csv", tm_rows_csv(rows))],
-        &[("from", "EPSG:5174")],
-    )
-    .await;
-    assert_eq!(status, 202, "{reply}");
-    let id = reply["id"].as_str().unwrap().to_string();
+    let id = upload_tm_rows(&serve, "big", rows).await;
     wait_job(&serve, &id, Duration::from_secs(120), |j| {
         j["state"] == "merging"
     })

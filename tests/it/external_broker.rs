@@ -72,14 +72,7 @@ async fn a_broker_that_starts_late_is_waited_for() {
         Duration::from_secs(30),
     );
 
-    let (status, reply) = upload(
-        &serve,
-        &[("late.csv", tm_rows_csv(500))],
-        &[("from", "EPSG:5174")],
-    )
-    .await;
-    assert_eq!(status, 202, "{reply}");
-    let id = reply["id"].as_str().unwrap().to_string();
+    let id = upload_tm_rows(&serve, "late", 500).await;
     assert_eq!(job_status(&serve, &id).await["state"], "accepted");
 
     let _tansu = Tansu::start_on(port);

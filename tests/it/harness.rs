@@ -785,17 +785,22 @@ pub fn assert_rows_once_in_order(book: &Book, sheet: &str, rows: u64) {
     }
 }
 
-/// Uploads a `tm_rows_csv(rows)` job to `serve` and returns its id once every worker holds
-/// partitions of its topic and rows are being stored.
-pub async fn start_spread_job(serve: &Serve, workers: &mut [Serve], rows: u64) -> String {
+/// Uploads `tm_rows_csv(rows)` as `<name>.csv` from EPSG:5174; returns the job's id.
+pub async fn upload_tm_rows(serve: &Serve, name: &str, rows: u64) -> String {
     let (status, reply) = upload(
         serve,
-        &[("many.csv", tm_rows_csv(rows))],
+        &[(&format!("{name}.csv"), tm_rows_csv(rows))],
         &[("from", "EPSG:5174")],
     )
     .await;
     assert_eq!(status, 202, "{reply}");
-    let id = reply["id"].as_str().unwrap().to_string();
+    reply["id"].as_str().unwrap().to_string()
+}
+
+/// Uploads a `tm_rows_csv(rows)` job to `serve` and returns its id once every worker holds
+/// partitions of its topic and rows are being stored.
+pub async fn start_spread_job(serve: &Serve, workers: &mut [Serve], rows: u64) -> String {
+    let id = upload_tm_rows(serve, "many", rows).await;
     let topic = format!("geobatch.rows.{id}.0");
     for w in workers.iter_mut() {
         w.wait_for_log(&format!("{topic}["), Duration::from_secs(60));

@@ -51,14 +51,7 @@ async fn a_job_whose_provider_is_down_waits_alone() {
 
     // A plain job submitted after it goes through while the first still waits.
     let rows = 20_000u64;
-    let (status, reply) = upload(
-        &serve,
-        &[("many.csv", tm_rows_csv(rows))],
-        &[("from", "EPSG:5174")],
-    )
-    .await;
-    assert_eq!(status, 202, "{reply}");
-    let plain = reply["id"].as_str().unwrap().to_string();
+    let plain = upload_tm_rows(&serve, "many", rows).await;
     let done = wait_done(&serve, &plain).await;
     assert_eq!(done["rows_done"], rows);
     let first = job_status(&serve, &waiting).await;

@@ -15,14 +15,7 @@ async fn killed_serve_resumes_without_reconverting_stored_rows() {
     // Small batches and one worker: the job takes long enough to be caught in the middle.
     let slow = [("GEOBATCH_BATCH_ROWS", "50"), ("GEOBATCH_WORKERS", "1")];
     let mut serve = Serve::start(&dir, &slow);
-    let (status, reply) = upload(
-        &serve,
-        &[("big.csv", tm_rows_csv(rows))],
-        &[("from", "EPSG:5174")],
-    )
-    .await;
-    assert_eq!(status, 202, "{reply}");
-    let id = reply["id"].as_str().unwrap().to_string();
+    let id = upload_tm_rows(&serve, "big", rows).await;
     wait_job(&serve, &id, Duration::from_secs(120), |j| {
         j["rows_done"].as_u64().unwrap_or(0) > 0
     })
