@@ -143,6 +143,16 @@ impl ResultStore {
             .foreign_keys(true);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
+            // A COMMIT that failed (SQLITE_FULL on a full disk) can leave its connection inside
+            // the transaction, holding the write lock: every later write then met "database is
+            // locked" even after space came back, until a restart. A connection goes back to
+            // the pool outside any transaction (the ROLLBACK fails harmlessly when none is open).
+            .after_release(|conn, _| {
+                Box::pin(async move {
+                    let _ = sqlx::Executor::execute(&mut *conn, "ROLLBACK").await;
+                    Ok(true)
+                })
+            })
             .connect_with(options)
             .await?;
         sqlx::migrate!("migrations/sqlite").run(&pool).await?;

@@ -259,6 +259,11 @@ impl Serve {
         if let Some(l) = self.log_lines.iter().find(|l| l.contains(needle)) {
             return l.clone();
         }
+        self.wait_for_log_again(needle, timeout)
+    }
+
+    /// Waits for a new log line containing `needle` (lines seen before do not count).
+    pub fn wait_for_log_again(&mut self, needle: &str, timeout: Duration) -> String {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
@@ -269,7 +274,7 @@ impl Serve {
                         return line;
                     }
                 }
-                Err(_) => panic!("no log line with {needle:?} within {timeout:?}"),
+                Err(_) => panic!("no new log line with {needle:?} within {timeout:?}"),
             }
         }
     }
