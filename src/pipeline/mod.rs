@@ -197,6 +197,7 @@ impl Pipeline {
         OptionContext {
             origin,
             providers: lookup::providers::names(),
+            templates: Default::default(),
         }
     }
 

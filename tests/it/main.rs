@@ -10,6 +10,7 @@ mod convert_cli;
 mod crs_reference;
 mod external_broker;
 mod http_api;
+mod http_security;
 mod isolation;
 mod lookup;
 mod lookup_jobs;
