@@ -45,9 +45,15 @@ impl Timeouts {
 }
 
 /// The answer to a connection over the cap, written before closing it.
-const BUSY: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
-content-length: 58\r\nretry-after: 1\r\nconnection: close\r\n\r\n\
-{\"error\":\"too many open connections; try again shortly\"}\n";
+fn busy() -> Vec<u8> {
+    let body = "{\"error\":\"too many open connections; try again shortly\"}\n";
+    format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         content-length: {}\r\nretry-after: 1\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
 
 /// Serves `app` on `listener` until `shutdown`, then lets the requests in hand finish.
 pub async fn serve(
@@ -76,7 +82,8 @@ pub async fn serve(
             tracing::warn!(%peer, "refusing a connection: {} open", timeouts.max_connections);
             tracker.spawn(async move {
                 let mut stream = stream;
-                let _ = tokio::time::timeout(Duration::from_secs(1), stream.write_all(BUSY)).await;
+                let _ =
+                    tokio::time::timeout(Duration::from_secs(1), stream.write_all(&busy())).await;
                 let _ = stream.shutdown().await;
             });
             continue;

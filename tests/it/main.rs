@@ -18,6 +18,7 @@ mod lookup_store;
 mod ownership;
 mod postgis_engine;
 mod postgres_store;
+mod properties;
 mod restart;
 mod shutdown;
 mod watch_folder;
