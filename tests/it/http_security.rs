@@ -478,3 +478,30 @@ fn a_form_picks_an_operator_template_by_name() {
     let e = spec(&[("template", "geo")]).validate(&ctx()).unwrap_err();
     assert!(e.message.contains("GEOBATCH_LOOKUP_TEMPLATES"), "{e}");
 }
+
+#[tokio::test]
+async fn a_request_that_takes_too_long_is_answered_408() {
+    let dir = tempdir();
+    let serve = Serve::start(&dir, &[("GEOBATCH_REQUEST_TIMEOUT_SECS", "1")]);
+    let mut stream = TcpStream::connect(host(&serve)).await.unwrap();
+    stream
+        .write_all(
+            b"POST /jobs HTTP/1.1\r\nhost: x\r\ncontent-type: multipart/form-data; boundary=B\r\n\
+              content-length: 100000\r\nconnection: close\r\n\r\n--B\r\n\
+              content-disposition: form-data; name=\"file\"; filename=\"a.csv\"\r\n\r\nx,y\n",
+        )
+        .await
+        .unwrap();
+    // A byte now and then: never idle long enough for the body timeout, yet never done.
+    let (mut r, mut w) = stream.into_split();
+    let trickle = tokio::spawn(async move {
+        while w.write_all(b"1").await.is_ok() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    });
+    let mut reply = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(30), r.read_to_end(&mut reply)).await;
+    trickle.abort();
+    let reply = String::from_utf8_lossy(&reply);
+    assert!(reply.starts_with("HTTP/1.1 408"), "{reply:.300}");
+}
