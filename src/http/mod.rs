@@ -117,10 +117,11 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// The job options with their help texts and the lookup providers: the form is built from
-/// this, so it offers exactly what `--help` does.
-async fn options() -> Json<serde_json::Value> {
+/// The job options with their help texts, the lookup providers and the operator's template
+/// names: the form is built from this, so it offers exactly what `--help` does.
+async fn options(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
+        "templates": st.templates.keys().collect::<Vec<_>>(),
         "options": JobSpec::docs(),
         "providers": crate::lookup::providers::names()
             .into_iter()

@@ -178,6 +178,9 @@ async fn jobs_pick_operator_templates_by_name_and_never_share_answers() {
             ("GEOBATCH_LOOKUP_KEY_FILE", key_file.to_str().unwrap()),
         ],
     );
+    let (_, options) = get(&serve, "/options", None).await;
+    let options: serde_json::Value = serde_json::from_str(&options).unwrap();
+    assert_eq!(options["templates"], serde_json::json!(["jibun", "road"]));
     let csv = points_csv();
     let files = [("p.csv", csv.clone())];
     // The free JSON template of old is refused on the form: no SSRF, no key to any host.
