@@ -12,7 +12,7 @@ use geobatch::bus::EmbeddedBroker;
 use geobatch::job::{JobId, JobState};
 use geobatch::options::{JobSpec, Origin};
 use geobatch::pipeline::Pipeline;
-use geobatch::settings::Settings;
+use geobatch::settings::{HttpSettings, Settings};
 use geobatch::{http, lookup, watch};
 use tokio_util::sync::CancellationToken;
 
@@ -74,15 +74,11 @@ struct ConvertArgs {
 
 #[derive(Args)]
 struct ServeArgs {
-    /// HTTP listen address.
-    #[arg(long, env = "GEOBATCH_HTTP_ADDR", default_value = "127.0.0.1:8080")]
-    http_addr: SocketAddr,
+    #[command(flatten)]
+    http: HttpSettings,
     /// Watched folder (inbox/, outbox/, done/, failed/ inside); unset: off.
     #[arg(long, env = "GEOBATCH_WATCH_DIR")]
     watch_dir: Option<PathBuf>,
-    /// Largest accepted upload, in MiB.
-    #[arg(long, env = "GEOBATCH_MAX_UPLOAD_MB", default_value_t = 512)]
-    max_upload_mb: u64,
 }
 
 fn main() -> ExitCode {
@@ -169,7 +165,61 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The operator's named templates (GEOBATCH_LOOKUP_TEMPLATES), checked; none when unset.
+fn load_templates(
+    settings: &Settings,
+) -> anyhow::Result<Arc<std::collections::BTreeMap<String, serde_json::Value>>> {
+    let Some(path) = &settings.lookup_templates else {
+        return Ok(Arc::default());
+    };
+    let base = settings
+        .providers
+        .base_urls
+        .get("template")
+        .map(String::as_str);
+    let templates = lookup::providers::template::load_templates(path, base)
+        .with_context(|| format!("GEOBATCH_LOOKUP_TEMPLATES {}", path.display()))?;
+    tracing::info!(
+        "{} lookup template(s) from {}",
+        templates.len(),
+        path.display()
+    );
+    Ok(Arc::new(templates))
+}
+
+/// Who may use the HTTP front door; a usage error (exit 2) when it would be open to anyone
+/// who reaches a non-loopback address.
+fn http_access(args: &HttpSettings) -> Result<http::Tokens, String> {
+    let tokens = http::Tokens {
+        api: args.api_token()?,
+        metrics: args.metrics_token()?,
+    };
+    if tokens.api.is_none() && !args.http_addr.ip().is_loopback() && !args.allow_anonymous {
+        return Err(format!(
+            "refusing to listen on {} without an API token: anyone who reaches it could use it. \
+             Set GEOBATCH_API_TOKEN (or GEOBATCH_API_TOKEN_FILE), listen on 127.0.0.1, or give \
+             --allow-anonymous (GEOBATCH_ALLOW_ANONYMOUS=true)",
+            args.http_addr
+        ));
+    }
+    if tokens.api.is_none() && !args.http_addr.ip().is_loopback() {
+        tracing::warn!(
+            "listening on {} without an API token (--allow-anonymous)",
+            args.http_addr
+        );
+    }
+    Ok(tokens)
+}
+
 async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> {
+    let tokens = match http_access(&args.http) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("geobatch: {e}");
+            return Ok(ExitCode::from(2));
+        }
+    };
+    let templates = load_templates(&settings)?;
     let metrics_addr = settings.metrics_addr;
     let pipeline = Pipeline::open(settings).await?;
     let token = pipeline.shutdown_token();
@@ -180,14 +230,25 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> 
         watch::spawn(pipeline.clone(), dir.clone())
             .with_context(|| format!("watched folder {}", dir.display()))?;
     }
-    let listener = tokio::net::TcpListener::bind(args.http_addr)
+    let listener = tokio::net::TcpListener::bind(args.http.http_addr)
         .await
-        .with_context(|| format!("cannot listen on {}", args.http_addr))?;
+        .with_context(|| format!("cannot listen on {}", args.http.http_addr))?;
     tracing::info!("listening on http://{}/", listener.local_addr()?);
-    let app = http::router(pipeline.clone(), args.max_upload_mb * 1024 * 1024);
-    axum::serve(listener, app)
-        .with_graceful_shutdown(token.clone().cancelled_owned())
-        .await?;
+    let app = http::router(
+        pipeline.clone(),
+        http::HttpConfig {
+            max_upload_bytes: args.http.max_upload_mb.saturating_mul(1024 * 1024),
+            tokens,
+            templates,
+        },
+    );
+    http::serve(
+        listener,
+        app,
+        http::Timeouts::from_settings(&args.http),
+        token.clone(),
+    )
+    .await?;
     pipeline.shutdown(SHUTDOWN_GRACE).await;
     Ok(ExitCode::SUCCESS)
 }
@@ -254,10 +315,9 @@ async fn spawn_metrics(addr: Option<SocketAddr>, pipeline: &Arc<Pipeline>) -> an
 
 async fn convert(settings: Settings, args: ConvertArgs) -> anyhow::Result<ExitCode> {
     let started = Instant::now();
-    let mut options = match args
-        .job
-        .validate(&Pipeline::option_context(Origin::CommandLine))
-    {
+    let mut ctx = Pipeline::option_context(Origin::CommandLine);
+    ctx.templates = load_templates(&settings)?;
+    let mut options = match args.job.validate(&ctx) {
         Ok(options) => options,
         Err(e) => {
             eprintln!("geobatch: {e}");

@@ -4,6 +4,7 @@
 //! A new option is one field of `JobSpec` with its doc comment (the `--help` text, the form's
 //! label, the README row) and one line in [`JobSpec::validate`].
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use clap::{Args, CommandFactory};
@@ -69,8 +70,12 @@ pub struct JobSpec {
     /// Seconds a cached address stays fresh [default: 2592000, 30 days].
     #[arg(long, value_name = "SECONDS")]
     pub cache_ttl: Option<String>,
-    /// The provider description (JSON) for lookup template: the JSON itself, or (command line)
-    /// a file holding it.
+    /// One of the operator's named lookup templates (GEOBATCH_LOOKUP_TEMPLATES); implies
+    /// lookup template.
+    #[arg(long, value_name = "NAME")]
+    pub template: Option<String>,
+    /// Command line only: a file holding your own provider description (JSON) for lookup
+    /// template. The upload form takes `template` (a name) instead.
     #[arg(long, value_name = "FILE")]
     pub lookup_template: Option<String>,
 }
@@ -89,6 +94,8 @@ pub struct OptionContext {
     pub origin: Origin,
     /// The lookup providers this build knows.
     pub providers: Vec<&'static str>,
+    /// The operator's named lookup templates (definitions already checked), for `template`.
+    pub templates: std::sync::Arc<std::collections::BTreeMap<String, serde_json::Value>>,
 }
 
 /// An option that cannot be used: it names the option as both the form and `--help` call it.
@@ -261,7 +268,35 @@ impl JobSpec {
                 })
             })
             .transpose()?;
-        let lookup = text("lookup", self.lookup)?
+        let named = text("template", self.template)?
+            .map(|name| {
+                ctx.templates.get(&name).cloned().ok_or_else(|| {
+                    let known: Vec<&str> =
+                        ctx.templates.keys().take(20).map(String::as_str).collect();
+                    err(
+                        "template",
+                        if known.is_empty() {
+                            "no lookup templates are configured (GEOBATCH_LOOKUP_TEMPLATES)"
+                                .to_string()
+                        } else {
+                            format!(
+                                "unknown template {}; one of {}",
+                                quote_short(&name),
+                                known.join(", ")
+                            )
+                        },
+                    )
+                })
+            })
+            .transpose()?;
+        let lookup_given = match text("lookup", self.lookup)? {
+            None if named.is_some() => Some("template".to_string()),
+            Some(p) if named.is_some() && !p.eq_ignore_ascii_case("template") => {
+                return Err(err("template", "a template is for lookup template"))
+            }
+            other => other,
+        };
+        let lookup = lookup_given
             .map(|p| {
                 let name = p.to_ascii_lowercase();
                 if ctx.providers.contains(&name.as_str()) {
@@ -287,16 +322,28 @@ impl JobSpec {
         let cache_ttl = text("cache_ttl", self.cache_ttl)?
             .map(|t| parse_in_range("cache_ttl", &t, CACHE_TTL_RANGE, "seconds"))
             .transpose()?;
-        let lookup_template = match self.lookup_template {
-            Some(t) if t.len() > MAX_TEMPLATE_BYTES => {
-                return Err(err(
+        let lookup_template =
+            match self.lookup_template {
+                Some(t) if !t.trim().is_empty() && ctx.origin == Origin::Form => return Err(err(
                     "lookup_template",
-                    format!("longer than {MAX_TEMPLATE_BYTES} bytes"),
-                ))
-            }
-            Some(t) if !t.trim().is_empty() => Some(read_template(t.trim(), ctx.origin)?),
-            _ => None,
-        };
+                    "templates are the operator's configuration: pick one by name with template",
+                )),
+                Some(t) if !t.trim().is_empty() && named.is_some() => {
+                    return Err(err(
+                        "lookup_template",
+                        "give template or lookup_template, not both",
+                    ))
+                }
+                _ if named.is_some() => named,
+                Some(t) if t.len() > MAX_TEMPLATE_BYTES => {
+                    return Err(err(
+                        "lookup_template",
+                        format!("longer than {MAX_TEMPLATE_BYTES} bytes"),
+                    ))
+                }
+                Some(t) if !t.trim().is_empty() => Some(read_template(t.trim(), ctx.origin)?),
+                _ => None,
+            };
         if lookup.is_none() {
             let stray = [
                 ("rate", rate.is_some()),
@@ -385,16 +432,21 @@ fn read_template(given: &str, origin: Origin) -> Result<serde_json::Value, Optio
         given.to_string()
     } else if origin == Origin::CommandLine {
         let path = Path::new(given);
-        let meta = std::fs::metadata(path)
-            .map_err(|e| err("lookup_template", format!("{}: {e}", path.display())))?;
-        if meta.len() > MAX_TEMPLATE_BYTES as u64 {
+        let fail = |e: std::io::Error| err("lookup_template", format!("{}: {e}", path.display()));
+        // Read at most one byte past the limit: a device or a growing file cannot hold us.
+        let (mut text, limit) = (String::new(), MAX_TEMPLATE_BYTES);
+        let mut file = std::fs::File::open(path)
+            .map_err(fail)?
+            .take(limit as u64 + 1);
+        file.read_to_string(&mut text).map_err(fail)?;
+        if text.len() > limit {
+            let shown = path.display();
             return Err(err(
                 "lookup_template",
-                format!("{}: longer than {MAX_TEMPLATE_BYTES} bytes", path.display()),
+                format!("{shown}: over {limit} bytes"),
             ));
         }
-        std::fs::read_to_string(path)
-            .map_err(|e| err("lookup_template", format!("{}: {e}", path.display())))?
+        text
     } else {
         return Err(err("lookup_template", "give the template's JSON itself"));
     };
@@ -410,6 +462,7 @@ mod tests {
         OptionContext {
             origin,
             providers: vec!["kakao", "vworld", "nominatim", "template"],
+            templates: Default::default(),
         }
     }
 
@@ -523,7 +576,7 @@ mod tests {
         assert_eq!(e.option, "sheet_by");
         assert!(e.to_string().len() < 300);
         let e = v(&[("lookup", "template"), ("lookup_template", "/etc/passwd")]).unwrap_err();
-        assert!(e.to_string().contains("JSON itself"), "{e}");
+        assert!(e.to_string().contains("pick one by name"), "{e}");
     }
 
     #[test]

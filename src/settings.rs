@@ -22,6 +22,17 @@ pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_MAX_SHEETS: u32 = 1000;
 pub const DEFAULT_RECYCLE_AFTER_TOPICS: u64 = 500;
 pub const DEFAULT_STALL_CHECK_SECS: u64 = 10;
+pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
+pub const DEFAULT_MAX_UPLOAD_MB: u64 = 512;
+/// A client has this long to send a request's headers (also: how long an idle keep-alive
+/// connection stays open).
+pub const DEFAULT_HEADER_TIMEOUT_SECS: u64 = 15;
+/// A request body that sends nothing for this long is cut.
+pub const DEFAULT_BODY_IDLE_TIMEOUT_SECS: u64 = 30;
+/// Longest a request may take, from its headers to the end of its answer's head.
+pub const DEFAULT_REQUEST_TIMEOUT_SECS: u64 = 3600;
+/// Open HTTP connections at once; more are answered 503 and closed.
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// The variable naming a file that holds the key of any provider (its first line).
 pub const KEY_FILE_ENV: &str = "GEOBATCH_LOOKUP_KEY_FILE";
@@ -68,6 +79,86 @@ impl Default for BusSettings {
             client_properties: ClientProperties::default(),
             partitions: DEFAULT_TOPIC_PARTITIONS,
             replication: DEFAULT_TOPIC_REPLICATION,
+        }
+    }
+}
+
+/// The HTTP front door of `serve`: address, who may use it, and how long and how much a
+/// client may take.
+#[derive(Args, Clone, Debug)]
+pub struct HttpSettings {
+    /// HTTP listen address. Anything but a loopback address needs GEOBATCH_API_TOKEN (or
+    /// --allow-anonymous).
+    #[arg(long, env = "GEOBATCH_HTTP_ADDR", default_value = DEFAULT_HTTP_ADDR)]
+    pub http_addr: SocketAddr,
+    /// Largest accepted upload (the whole request), in MiB.
+    #[arg(long, env = "GEOBATCH_MAX_UPLOAD_MB", default_value_t = DEFAULT_MAX_UPLOAD_MB)]
+    pub max_upload_mb: u64,
+    /// Bearer token every route but /healthz needs (`Authorization: Bearer …`).
+    #[arg(long, env = "GEOBATCH_API_TOKEN", hide_env_values = true)]
+    pub api_token: Option<String>,
+    /// A file whose first line is the API token (when GEOBATCH_API_TOKEN is unset).
+    #[arg(long, env = "GEOBATCH_API_TOKEN_FILE")]
+    pub api_token_file: Option<PathBuf>,
+    /// Bearer token for /metrics (unset: the API token).
+    #[arg(long, env = "GEOBATCH_METRICS_TOKEN", hide_env_values = true)]
+    pub metrics_token: Option<String>,
+    /// Listen on a non-loopback address without a token: anyone who reaches it may use it.
+    #[arg(long, env = "GEOBATCH_ALLOW_ANONYMOUS", default_value_t = false, action = clap::ArgAction::Set, num_args = 0..=1, default_missing_value = "true")]
+    pub allow_anonymous: bool,
+    /// Seconds a client has to send a request's headers; an idle keep-alive connection is
+    /// closed after as long.
+    #[arg(long, env = "GEOBATCH_HEADER_TIMEOUT_SECS", default_value_t = DEFAULT_HEADER_TIMEOUT_SECS)]
+    pub header_timeout_secs: u64,
+    /// Seconds a request body may send nothing before it is cut.
+    #[arg(long, env = "GEOBATCH_BODY_IDLE_TIMEOUT_SECS", default_value_t = DEFAULT_BODY_IDLE_TIMEOUT_SECS)]
+    pub body_idle_timeout_secs: u64,
+    /// Seconds one request may take at most (an upload included).
+    #[arg(long, env = "GEOBATCH_REQUEST_TIMEOUT_SECS", default_value_t = DEFAULT_REQUEST_TIMEOUT_SECS)]
+    pub request_timeout_secs: u64,
+    /// Open HTTP connections at once; one more is answered 503 and closed.
+    #[arg(long, env = "GEOBATCH_MAX_CONNECTIONS", default_value_t = DEFAULT_MAX_CONNECTIONS)]
+    pub max_connections: usize,
+}
+
+impl Default for HttpSettings {
+    fn default() -> Self {
+        HttpSettings {
+            http_addr: DEFAULT_HTTP_ADDR.parse().expect("a socket address"),
+            max_upload_mb: DEFAULT_MAX_UPLOAD_MB,
+            api_token: None,
+            api_token_file: None,
+            metrics_token: None,
+            allow_anonymous: false,
+            header_timeout_secs: DEFAULT_HEADER_TIMEOUT_SECS,
+            body_idle_timeout_secs: DEFAULT_BODY_IDLE_TIMEOUT_SECS,
+            request_timeout_secs: DEFAULT_REQUEST_TIMEOUT_SECS,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+        }
+    }
+}
+
+impl HttpSettings {
+    /// The API token: the variable, else the file's first line; None when neither is set.
+    pub fn api_token(&self) -> Result<Option<Secret>, String> {
+        if let Some(t) = self.api_token.as_deref().map(str::trim) {
+            if !t.is_empty() {
+                return Ok(Some(Secret::new(t)));
+            }
+        }
+        match &self.api_token_file {
+            Some(path) => Secret::from_file(path)
+                .map(Some)
+                .map_err(|e| format!("GEOBATCH_API_TOKEN_FILE {}: {e}", path.display())),
+            None => Ok(None),
+        }
+    }
+
+    /// The token /metrics needs: its own, else the API token.
+    pub fn metrics_token(&self) -> Result<Option<Secret>, String> {
+        match self.metrics_token.as_deref().map(str::trim) {
+            Some(t) if !t.is_empty() => Ok(Some(Secret::new(t))),
+            _ => self.api_token(),
         }
     }
 }
@@ -123,6 +214,10 @@ pub struct Settings {
     /// A file whose first line is the API key (when the provider's own variable is unset).
     #[arg(long, env = KEY_FILE_ENV, global = true)]
     pub lookup_key_file: Option<PathBuf>,
+    /// Named lookup templates (operator configuration): a JSON file, or a directory of `*.json`
+    /// files, each an object of name -> template; a job picks one with `template=NAME`.
+    #[arg(long, env = "GEOBATCH_LOOKUP_TEMPLATES", global = true)]
+    pub lookup_templates: Option<PathBuf>,
     /// Log filter (tracing EnvFilter syntax), e.g. `info`, `geobatch=debug`.
     #[arg(long, env = "GEOBATCH_LOG", default_value = DEFAULT_LOG, global = true)]
     pub log: String,
@@ -148,6 +243,7 @@ impl Settings {
             stall_check_secs: DEFAULT_STALL_CHECK_SECS,
             metrics_addr: None,
             lookup_key_file: None,
+            lookup_templates: None,
             log: DEFAULT_LOG.to_string(),
             providers: ProviderEnv::default(),
         }
@@ -220,6 +316,20 @@ mod tests {
         assert_eq!(parsed.recycle_after_topics, embedded.recycle_after_topics);
         assert_eq!(parsed.delete_topics, embedded.delete_topics);
         assert_eq!(parsed.log, embedded.log);
+        #[derive(Parser)]
+        struct Serve {
+            #[command(flatten)]
+            http: HttpSettings,
+        }
+        let http = Serve::try_parse_from(["x"]).unwrap().http;
+        let default = HttpSettings::default();
+        assert_eq!(http.http_addr, default.http_addr);
+        assert_eq!(http.max_upload_mb, default.max_upload_mb);
+        assert_eq!(http.header_timeout_secs, default.header_timeout_secs);
+        assert_eq!(http.body_idle_timeout_secs, default.body_idle_timeout_secs);
+        assert_eq!(http.request_timeout_secs, default.request_timeout_secs);
+        assert_eq!(http.max_connections, default.max_connections);
+        assert!(!http.allow_anonymous);
     }
 
     #[test]

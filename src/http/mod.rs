@@ -1,10 +1,16 @@
 //! The HTTP front door: upload, job status, download, retry, delete, the options, health,
 //! metrics, and the page.
 
+mod auth;
 mod jobs;
+mod server;
 mod upload;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
+
+pub use auth::Tokens;
+pub use server::{serve, Timeouts};
 
 use axum::extract::{DefaultBodyLimit, State};
 use axum::http::StatusCode;
@@ -20,9 +26,20 @@ use crate::pipeline::{BrokerHealth, JobError, Pipeline};
 struct AppState {
     pipeline: Arc<Pipeline>,
     max_upload: u64,
+    templates: Arc<BTreeMap<String, serde_json::Value>>,
 }
 
-pub fn router(pipeline: Arc<Pipeline>, max_upload_bytes: u64) -> Router {
+/// What the routes need besides the pipeline.
+#[derive(Clone, Debug, Default)]
+pub struct HttpConfig {
+    /// The whole request of an upload, in bytes.
+    pub max_upload_bytes: u64,
+    pub tokens: Tokens,
+    /// The operator's named lookup templates.
+    pub templates: Arc<BTreeMap<String, serde_json::Value>>,
+}
+
+pub fn router(pipeline: Arc<Pipeline>, config: HttpConfig) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/options", get(options))
@@ -34,9 +51,14 @@ pub fn router(pipeline: Arc<Pipeline>, max_upload_bytes: u64) -> Router {
         .route("/metrics", get(metrics))
         // The upload size is checked while streaming to disk, with a message that says which limit.
         .layer(DefaultBodyLimit::disable())
+        .layer(axum::middleware::from_fn_with_state(
+            Arc::new(config.tokens),
+            auth::require_token,
+        ))
         .with_state(AppState {
             pipeline,
-            max_upload: max_upload_bytes,
+            max_upload: config.max_upload_bytes,
+            templates: config.templates,
         })
 }
 
@@ -45,11 +67,11 @@ pub fn router(pipeline: Arc<Pipeline>, max_upload_bytes: u64) -> Router {
 pub(crate) struct ApiError {
     status: StatusCode,
     message: String,
-    field: Option<&'static str>,
+    field: Option<String>,
 }
 
 impl ApiError {
-    fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
+    pub(crate) fn new(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
             message: message.into(),
@@ -84,7 +106,7 @@ impl From<JobError> for ApiError {
         ApiError {
             status,
             message: e.to_string(),
-            field,
+            field: field.map(String::from),
         }
     }
 }
@@ -95,10 +117,11 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// The job options with their help texts and the lookup providers: the form is built from
-/// this, so it offers exactly what `--help` does.
-async fn options() -> Json<serde_json::Value> {
+/// The job options with their help texts, the lookup providers and the operator's template
+/// names: the form is built from this, so it offers exactly what `--help` does.
+async fn options(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
+        "templates": st.templates.keys().collect::<Vec<_>>(),
         "options": JobSpec::docs(),
         "providers": crate::lookup::providers::names()
             .into_iter()

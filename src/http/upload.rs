@@ -1,26 +1,65 @@
 //! `POST /jobs`: a multipart upload of `file` parts and the job's option fields.
 
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
-use axum::extract::{Multipart, State};
+use axum::body::Body;
+use axum::extract::{FromRequest, Multipart, Request, State};
 use axum::http::StatusCode;
 use axum::Json;
+use futures::StreamExt;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, AppState};
-use crate::job::JobId;
-use crate::options::{JobSpec, Origin};
+use crate::job::{quote_short, JobId};
+use crate::options::{JobSpec, Origin, MAX_OPTION_BYTES};
 use crate::pipeline::{JobError, JobInput, Pipeline};
+
+/// Longest stored upload file name, in bytes (the file system's limit is 255).
+const MAX_STORED_NAME_BYTES: usize = 120;
+/// Longest job label (the upload's name as shown), in characters.
+const MAX_LABEL_CHARS: usize = 200;
 
 /// The answer (202) comes only after every file is on disk and the job is recorded.
 pub(super) async fn create_job(
     State(st): State<AppState>,
-    mut multipart: Multipart,
+    request: Request,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let max = st.max_upload;
+    // The whole request counts against the limit, as it streams (boundaries and fields too).
+    let over = Arc::new(AtomicBool::new(false));
+    let (parts, body) = request.into_parts();
+    let mut seen: u64 = 0;
+    let flag = over.clone();
+    let counted = body.into_data_stream().map(move |chunk| {
+        let chunk = chunk.map_err(std::io::Error::other)?;
+        seen += chunk.len() as u64;
+        if seen > max {
+            flag.store(true, Ordering::Relaxed);
+            return Err(std::io::Error::other("the upload is over the size limit"));
+        }
+        Ok(chunk)
+    });
+    let request = Request::from_parts(parts, Body::from_stream(counted));
+    let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            format!("POST /jobs takes multipart/form-data (a file part and option fields): {e}"),
+        )
+    })?;
     let id = JobId::random();
     let dir = st.pipeline.upload_dir(&id);
-    let result = receive_upload(&st, &id, &dir, &mut multipart).await;
+    let result = receive_upload(&st, &id, &dir, &mut multipart)
+        .await
+        .map_err(|e| {
+            if over.load(Ordering::Relaxed) {
+                too_large(max)
+            } else {
+                e
+            }
+        });
     let (inputs, fields) = match result {
         Ok(v) => v,
         Err(e) => {
@@ -28,8 +67,10 @@ pub(super) async fn create_job(
             return Err(e);
         }
     };
+    let mut ctx = Pipeline::option_context(Origin::Form);
+    ctx.templates = st.templates.clone();
     let options = JobSpec::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .and_then(|spec| spec.validate(&Pipeline::option_context(Origin::Form)));
+        .and_then(|spec| spec.validate(&ctx));
     let submitted = match options {
         Ok(options) => st.pipeline.submit(Some(id.clone()), inputs, options).await,
         Err(e) => Err(JobError::from(e)),
@@ -68,20 +109,26 @@ async fn receive_upload(
         .await
         .map_err(|e| bad(format!("the upload is not readable multipart: {e}")))?
     {
-        let name = field.name().unwrap_or("").to_string();
+        let name: String = field.name().unwrap_or("").chars().take(200).collect();
         if name == "file" {
             let label = field
                 .file_name()
                 .map(sanitize_file_name)
                 .unwrap_or_else(|| format!("upload-{}.csv", inputs.len() + 1));
             tokio::fs::create_dir_all(dir).await.map_err(stored)?;
-            let path = dir.join(format!("{}-{label}", inputs.len()));
+            let path = dir.join(format!(
+                "{}-{}",
+                inputs.len(),
+                shorten(&label, MAX_STORED_NAME_BYTES)
+            ));
+            let label = shorten(&label, MAX_LABEL_CHARS * 4);
             let mut out = tokio::fs::File::create(&path).await.map_err(stored)?;
-            while let Some(chunk) = field
-                .chunk()
-                .await
-                .map_err(|e| bad(format!("the upload of {label} broke off: {e}")))?
-            {
+            while let Some(chunk) = field.chunk().await.map_err(|e| {
+                bad(format!(
+                    "the upload of {} broke off: {e}",
+                    quote_short(&label)
+                ))
+            })? {
                 received += chunk.len() as u64;
                 if received > st.max_upload {
                     return Err(too_large(st.max_upload));
@@ -97,14 +144,31 @@ async fn receive_upload(
             });
             continue;
         }
-        let value = field
-            .text()
+        // An option is a few bytes; read at most MAX_OPTION_BYTES of one, never the rest.
+        let mut value = Vec::new();
+        while let Some(chunk) = field
+            .chunk()
             .await
-            .map_err(|e| bad(format!("form field {name}: {e}")))?;
-        received += value.len() as u64;
-        if received > st.max_upload {
-            return Err(too_large(st.max_upload));
+            .map_err(|e| bad(format!("form field {}: {e}", quote_short(&name))))?
+        {
+            if value.len() + chunk.len() > MAX_OPTION_BYTES {
+                return Err(ApiError {
+                    status: StatusCode::UNPROCESSABLE_ENTITY,
+                    message: format!(
+                        "form field {} is longer than {MAX_OPTION_BYTES} bytes",
+                        quote_short(&name)
+                    ),
+                    field: JobSpec::docs()
+                        .into_iter()
+                        .find(|d| d.name == name)
+                        .map(|d| d.name),
+                });
+            }
+            value.extend_from_slice(&chunk);
         }
+        received += value.len() as u64;
+        let value = String::from_utf8(value)
+            .map_err(|_| bad(format!("form field {} is not UTF-8", quote_short(&name))))?;
         fields.push((name, value));
     }
     if inputs.is_empty() {
@@ -132,6 +196,24 @@ fn too_large(max: u64) -> ApiError {
     )
 }
 
+/// `name` cut to at most `max` bytes at a character boundary, keeping a short extension.
+fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let ext = name
+        .rfind('.')
+        .map(|i| &name[i..])
+        .filter(|e| e.len() <= 16)
+        .unwrap_or("");
+    let stem = &name[..name.len() - ext.len()];
+    let mut cut = max.saturating_sub(ext.len() + 3).min(stem.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}...{ext}", &stem[..cut])
+}
+
 /// Keeps the name readable but never a path.
 fn sanitize_file_name(name: &str) -> String {
     let base = name.rsplit(['/', '\\']).next().unwrap_or(name);
@@ -145,5 +227,21 @@ fn sanitize_file_name(name: &str) -> String {
         "upload.csv".into()
     } else {
         clean
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn long_names_keep_their_extension() {
+        let long = format!("{}.csv", "가".repeat(200));
+        let s = shorten(&long, MAX_STORED_NAME_BYTES);
+        assert!(
+            s.len() <= MAX_STORED_NAME_BYTES && s.ends_with("....csv"),
+            "{s}"
+        );
+        assert_eq!(shorten("a.csv", 10), "a.csv");
     }
 }

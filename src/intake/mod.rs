@@ -29,6 +29,8 @@ pub use crate::options::ReadOptions;
 
 /// Headers listed in an error message before "… and N more".
 const LISTED_HEADERS: usize = 40;
+/// Characters of header names an error lists at most (about).
+const LISTED_CHARS: usize = 300;
 
 /// Bytes of a file's start shown to [`InputFormat::recognizes`].
 pub const HEAD_BYTES: usize = 8 * 1024;
@@ -234,14 +236,27 @@ impl IntakeError {
 
 /// `"a", "b", …` for a message, cut short when there are many.
 pub(crate) fn list(headers: &[String]) -> String {
-    let mut out = headers
-        .iter()
-        .take(LISTED_HEADERS)
-        .map(|h| crate::job::quote_short(h))
-        .collect::<Vec<_>>()
-        .join(", ");
-    if headers.len() > LISTED_HEADERS {
-        out.push_str(&format!(" … and {} more", headers.len() - LISTED_HEADERS));
+    // At most LISTED_HEADERS names and about LISTED_CHARS characters of them: an error never
+    // quotes a whole hostile header line.
+    let mut out = String::new();
+    let mut listed = 0;
+    for h in headers.iter().take(LISTED_HEADERS) {
+        if listed > 0 && out.chars().count() > LISTED_CHARS {
+            break;
+        }
+        if listed > 0 {
+            out.push_str(", ");
+        }
+        let room = LISTED_CHARS.saturating_sub(out.chars().count()).max(20);
+        let short: String = h.chars().take(room).collect();
+        out.push_str(&crate::job::quote_short(&short));
+        if short.len() < h.len() {
+            out.push('…');
+        }
+        listed += 1;
+    }
+    if headers.len() > listed {
+        out.push_str(&format!(" … and {} more", headers.len() - listed));
     }
     if out.is_empty() {
         out.push_str("(none)");

@@ -307,6 +307,7 @@ mod tests {
             .validate(&OptionContext {
                 origin: Origin::Form,
                 providers: providers::names(),
+                templates: Default::default(),
             })
             .unwrap()
     }

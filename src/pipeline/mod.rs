@@ -206,6 +206,7 @@ impl Pipeline {
         OptionContext {
             origin,
             providers: lookup::providers::names(),
+            templates: Default::default(),
         }
     }
 

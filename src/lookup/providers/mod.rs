@@ -10,7 +10,7 @@
 mod echo;
 mod kakao;
 mod nominatim;
-mod template;
+pub mod template;
 mod vworld;
 
 use std::collections::BTreeMap;

@@ -15,8 +15,13 @@
 //! values may hold `{key}` too. The three fields are JSON pointers (RFC 6901) into the answer;
 //! a pointer that is absent, or whose target is missing, null or empty, gives no value, and
 //! no value for all three means no result.
+//!
+//! Only `http://` and `https://` URLs are taken, with a fixed host (no placeholder before the
+//! path), so the key goes only to the host the template names. On a server, templates are the
+//! operator's: [`load_templates`] reads the named templates of `GEOBATCH_LOOKUP_TEMPLATES`.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -50,6 +55,9 @@ impl TemplateConfig {
     }
 
     fn validate(&self) -> Result<(), String> {
+        if !self.url.starts_with('/') {
+            fixed_host(&self.url)?;
+        }
         for p in ["{lon}", "{lat}"] {
             if !self.url.contains(p) {
                 return Err(format!("template url must contain {p}"));
@@ -76,9 +84,93 @@ impl TemplateConfig {
     }
 }
 
+/// The `scheme://host:port` of an absolute template URL: http or https only, and no
+/// placeholder in it (the key must go to the host the template names, nowhere else).
+fn fixed_host(url: &str) -> Result<String, String> {
+    let shown = crate::job::quote_short(url);
+    let lower = url.to_ascii_lowercase();
+    let rest = ["http://", "https://"]
+        .iter()
+        .find_map(|s| lower.starts_with(s).then(|| &url[s.len()..]))
+        .ok_or_else(|| {
+            format!("template url {shown} is not http:// or https:// (nor a path starting with /)")
+        })?;
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    if authority.contains('{') || authority.is_empty() {
+        return Err(format!(
+            "template url {shown}: the host must be written out (no placeholder)"
+        ));
+    }
+    let parsed = url::Url::parse(&url[..url.len() - rest.len() + authority.len()])
+        .map_err(|e| format!("template url {shown}: {e}"))?;
+    parsed
+        .host_str()
+        .map(|h| {
+            format!(
+                "{}://{h}:{}",
+                parsed.scheme(),
+                parsed.port_or_known_default().unwrap_or(0)
+            )
+        })
+        .ok_or_else(|| format!("template url {shown} names no host"))
+}
+
+/// The operator's named templates: `path` is a JSON file (an object: name -> template) or a
+/// directory of such `*.json` files. Each is checked here (an error names the file and the
+/// template); a relative url is resolved against `base_url`. The definitions returned are
+/// what jobs store.
+pub fn load_templates(
+    path: &Path,
+    base_url: Option<&str>,
+) -> Result<BTreeMap<String, Value>, ConfigError> {
+    let files = if path.is_dir() {
+        let mut files: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| ConfigError::Template(format!("{}: {e}", path.display())))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "json") && p.is_file())
+            .collect();
+        files.sort();
+        files
+    } else {
+        vec![path.to_path_buf()]
+    };
+    let mut out = BTreeMap::new();
+    for file in files {
+        let bad = |msg: String| ConfigError::Template(format!("{}: {msg}", file.display()));
+        let text = std::fs::read_to_string(&file).map_err(|e| bad(e.to_string()))?;
+        let named: BTreeMap<String, Value> = serde_json::from_str(&text)
+            .map_err(|e| bad(format!("not a JSON object of named templates: {e}")))?;
+        for (name, definition) in named {
+            let bad = |msg: String| {
+                bad(format!(
+                    "template {}: {msg}",
+                    crate::job::quote_short(&name)
+                ))
+            };
+            let mut cfg = TemplateConfig::from_value(&definition).map_err(bad)?;
+            if cfg.url.starts_with('/') {
+                let base = base_url
+                    .map(|b| b.trim().trim_end_matches('/'))
+                    .filter(|b| !b.is_empty())
+                    .ok_or_else(|| {
+                        bad("its url is relative (starts with /) but GEOBATCH_TEMPLATE_BASE_URL is unset".into())
+                    })?;
+                cfg.url = format!("{base}{}", cfg.url);
+                cfg.validate().map_err(bad)?;
+            }
+            let value = serde_json::to_value(&cfg).map_err(|e| bad(e.to_string()))?;
+            if out.insert(name.clone(), value).is_some() {
+                return Err(bad("defined twice".into()));
+            }
+        }
+    }
+    Ok(out)
+}
+
 static INFO: ProviderInfo = ProviderInfo {
     name: "template",
     title: "the template's provider",
+    base_url_env: Some("GEOBATCH_TEMPLATE_BASE_URL"),
     takes_config: true,
     ..ProviderInfo::DEFAULT
 };
@@ -95,10 +187,13 @@ impl ProviderSpec for Template {
         if template.uses_key() && setup.key.is_none() {
             return Err(ConfigError::MissingKey(self.name()));
         }
-        if template.url.starts_with('/') && setup.base_url.is_empty() {
-            return Err(ConfigError::Template(
-                "template url is relative (starts with /) but no base URL is set".into(),
-            ));
+        if template.url.starts_with('/') {
+            if setup.base_url.is_empty() {
+                return Err(ConfigError::Template(
+                    "template url is relative (starts with /) but no base URL is set (GEOBATCH_TEMPLATE_BASE_URL)".into(),
+                ));
+            }
+            fixed_host(&setup.base_url).map_err(ConfigError::Template)?;
         }
         Ok(Box::new(TemplateEndpoint {
             base: setup.base_url,
@@ -206,5 +301,57 @@ mod tests {
             TEMPLATE.endpoint(missing),
             Err(ConfigError::MissingConfig(_))
         ));
+    }
+
+    #[test]
+    fn only_http_urls_with_a_written_host() {
+        for bad in [
+            "file:///etc/passwd?{lon}{lat}",
+            "ftp://h/{lon}/{lat}",
+            "gopher://h/{lon}{lat}",
+            "http://{key}.evil/{lon}/{lat}",
+            "https://{lon}/{lat}",
+            "h/r?x={lon}&y={lat}",
+        ] {
+            let e = config(&format!(r#"{{"url": "{bad}", "address": "/a"}}"#)).unwrap_err();
+            assert!(e.contains("template url"), "{bad}: {e}");
+        }
+        for good in ["HTTPS://h:8443/r?x={lon}&y={lat}", "/r?x={lon}&y={lat}"] {
+            config(&format!(r#"{{"url": "{good}", "address": "/a"}}"#)).unwrap();
+        }
+    }
+
+    #[test]
+    fn templates_load_from_a_file_or_a_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let one = dir.path().join("one.json");
+        std::fs::write(
+            &one,
+            r#"{"geo": {"url": "/r?x={lon}&y={lat}&k={key}", "address": "/a"}}"#,
+        )
+        .unwrap();
+        let e = load_templates(&one, None).unwrap_err().to_string();
+        assert!(
+            e.contains("one.json") && e.contains("GEOBATCH_TEMPLATE_BASE_URL"),
+            "{e}"
+        );
+        let t = load_templates(&one, Some("http://127.0.0.1:9/")).unwrap();
+        assert_eq!(
+            t["geo"]["url"],
+            "http://127.0.0.1:9/r?x={lon}&y={lat}&k={key}"
+        );
+        std::fs::write(
+            dir.path().join("two.json"),
+            r#"{"bad": {"url": "file:///x?{lon}{lat}", "address": "/a"}}"#,
+        )
+        .unwrap();
+        std::fs::write(dir.path().join("notes.txt"), "ignored").unwrap();
+        let e = load_templates(dir.path(), Some("http://h"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("two.json") && e.contains("\"bad\""), "{e}");
+        std::fs::remove_file(dir.path().join("two.json")).unwrap();
+        let t = load_templates(dir.path(), Some("http://h")).unwrap();
+        assert_eq!(t.keys().collect::<Vec<_>>(), ["geo"]);
     }
 }
