@@ -22,6 +22,7 @@ pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_MAX_SHEETS: u32 = 1000;
 pub const DEFAULT_RECYCLE_AFTER_TOPICS: u64 = 500;
 pub const DEFAULT_STALL_CHECK_SECS: u64 = 10;
+pub const DEFAULT_WATCH_QUIET_MS: u64 = 3000;
 
 /// The variable naming a file that holds the key of any provider (its first line).
 pub const KEY_FILE_ENV: &str = "GEOBATCH_LOOKUP_KEY_FILE";
@@ -117,6 +118,10 @@ pub struct Settings {
     /// what /healthz reports of the broker. 0: never.
     #[arg(long, env = "GEOBATCH_STALL_CHECK_SECS", default_value_t = DEFAULT_STALL_CHECK_SECS, global = true)]
     pub stall_check_secs: u64,
+    /// (`serve`) Milliseconds a file in the watched folder's inbox must keep its size and
+    /// modification time before it is taken.
+    #[arg(long, env = "GEOBATCH_WATCH_QUIET_MS", default_value_t = DEFAULT_WATCH_QUIET_MS, global = true)]
+    pub watch_quiet_ms: u64,
     /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
     #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
@@ -146,6 +151,7 @@ impl Settings {
             max_sheets: DEFAULT_MAX_SHEETS,
             recycle_after_topics: DEFAULT_RECYCLE_AFTER_TOPICS,
             stall_check_secs: DEFAULT_STALL_CHECK_SECS,
+            watch_quiet_ms: DEFAULT_WATCH_QUIET_MS,
             metrics_addr: None,
             lookup_key_file: None,
             log: DEFAULT_LOG.to_string(),
@@ -220,6 +226,7 @@ mod tests {
         assert_eq!(parsed.recycle_after_topics, embedded.recycle_after_topics);
         assert_eq!(parsed.delete_topics, embedded.delete_topics);
         assert_eq!(parsed.log, embedded.log);
+        assert_eq!(parsed.watch_quiet_ms, embedded.watch_quiet_ms);
     }
 
     #[test]
