@@ -84,6 +84,7 @@ pub fn spawn(pipeline: Arc<Pipeline>, root: PathBuf) -> std::io::Result<()> {
     let quiet = Duration::from_millis(pipeline.settings().watch_quiet_ms);
     let folders = Arc::new(Folders::new(&root, quiet)?);
     tracing::info!(inbox = %folders.inbox.display(), "watching for CSV files");
+    crate::pipeline::remove_partials(&folders.outbox);
     let token = pipeline.shutdown_token();
     pipeline.clone().spawn_task(async move {
         resume_claimed(&pipeline, &folders).await;

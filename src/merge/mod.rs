@@ -28,6 +28,12 @@ pub enum MergeError {
     #[error("writing the workbook: {0}")]
     Xlsx(#[from] rust_xlsxwriter::XlsxError),
     #[error("writing {path}: {source}")]
+    Save {
+        path: String,
+        #[source]
+        source: rust_xlsxwriter::XlsxError,
+    },
+    #[error("writing {path}: {source}")]
     Io {
         path: String,
         #[source]

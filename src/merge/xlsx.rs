@@ -209,9 +209,12 @@ impl ResultWriter for XlsxWriter {
         }
         // Write beside the target and rename, so a reader never sees half a workbook.
         let partial = self.output.with_extension("xlsx.partial");
-        if let Err(e) = self.workbook.save(&partial) {
+        if let Err(source) = self.workbook.save(&partial) {
             let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
+            return Err(MergeError::Save {
+                path: partial.display().to_string(),
+                source,
+            });
         }
         std::fs::rename(&partial, &self.output).map_err(|e| io(&self.output, e))?;
         Ok(())

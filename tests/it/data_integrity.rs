@@ -230,3 +230,53 @@ fn every_file_is_checked_against_its_crs() {
     assert!(r.stderr.contains("tm.csv"), "{}", r.stderr);
     assert!(!out.exists());
 }
+
+/// Left behind by a killed process: an upload whose job was never recorded and `*.partial`
+/// workbooks are removed at start-up once nothing has touched them for a minute; a fresh one
+/// (another process may be writing it) and a job's upload stay.
+#[test]
+fn leftovers_are_removed_at_start_up() {
+    let dir = tempdir();
+    let data = dir.path();
+    let orphan = data
+        .join("uploads")
+        .join(geobatch::job::JobId::random().as_str());
+    let fresh = data
+        .join("uploads")
+        .join(geobatch::job::JobId::random().as_str());
+    let watch = data.join("watch");
+    for d in [
+        &orphan,
+        &fresh,
+        &data.join("results"),
+        &watch.join("outbox"),
+    ] {
+        fs::create_dir_all(d).unwrap();
+    }
+    fs::write(orphan.join("0-half.csv"), "name,lon,lat\nA,127").unwrap();
+    fs::write(fresh.join("0-half.csv"), "name,lon,lat\nA,127").unwrap();
+    let partial = data.join("results").join("abc.xlsx.partial");
+    fs::write(&partial, "PK").unwrap();
+    let outbox_partial = watch.join("outbox").join("a.xlsx.partial");
+    fs::write(&outbox_partial, "PK").unwrap();
+    let old = [
+        &orphan.join("0-half.csv"),
+        &orphan,
+        &partial,
+        &outbox_partial,
+    ];
+    let status = std::process::Command::new("touch")
+        .args(["-d", "2 hours ago"])
+        .args(old.map(|p| p.to_str().unwrap()))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut serve = Serve::start(&dir, &[("GEOBATCH_WATCH_DIR", watch.to_str().unwrap())]);
+    serve.wait_for_log("watching for CSV files", std::time::Duration::from_secs(30));
+    assert!(
+        !orphan.exists(),
+        "the stale upload without a job is removed"
+    );
+    assert!(!partial.exists() && !outbox_partial.exists());
+    assert!(fresh.exists(), "a fresh upload may still be written");
+}
