@@ -280,3 +280,32 @@ fn leftovers_are_removed_at_start_up() {
     assert!(!partial.exists() && !outbox_partial.exists());
     assert!(fresh.exists(), "a fresh upload may still be written");
 }
+
+/// The same checks at the HTTP door: a multi-file upload whose second file plainly belongs to
+/// another CRS is a 422 naming that file, and so is a file wider than a worksheet.
+#[tokio::test(flavor = "multi_thread")]
+async fn uploads_are_checked_file_by_file() {
+    let dir = tempdir();
+    let serve = Serve::start(&dir, &[]);
+    let tm = b"id,x,y\n1,198000,451000\n".to_vec();
+    let ll = b"id,x,y\n1,127.02,37.51\n".to_vec();
+    let (status, body) = upload(
+        &serve,
+        &[("tm.csv", tm), ("ll.csv", ll)],
+        &[("from", "EPSG:5174")],
+    )
+    .await;
+    assert_eq!(status, 422, "{body}");
+    let text = body.to_string();
+    assert!(
+        text.contains("ll.csv") && text.contains("EPSG:5174"),
+        "{text}"
+    );
+
+    let mut wide: Vec<String> = (0..16_381).map(|i| format!("c{i}")).collect();
+    wide.extend(["lon".into(), "lat".into()]);
+    let csv = format!("{}\n", wide.join(",")).into_bytes();
+    let (status, body) = upload(&serve, &[("wide.csv", csv)], &[]).await;
+    assert_eq!(status, 422, "{body}");
+    assert!(body.to_string().contains("wide.csv"), "{body}");
+}
