@@ -500,6 +500,12 @@ pub const RESERVED_SHEETS: [&str; 2] = ["Summary", "Errors"];
 /// Excel's last row is 1,048,576; one is the header.
 pub const EXCEL_MAX_DATA_ROWS: u64 = 1_048_575;
 
+/// Excel's last column is XFD: 16,384 columns per worksheet.
+pub const EXCEL_MAX_COLUMNS: usize = 16_384;
+
+/// Excel's limit for one cell's text, in characters; longer text is cut (and said).
+pub const EXCEL_MAX_CELL_CHARS: usize = 32_767;
+
 #[cfg(test)]
 mod tests {
     use super::*;

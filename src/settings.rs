@@ -22,6 +22,7 @@ pub const DEFAULT_LOG: &str = "info";
 pub const DEFAULT_MAX_SHEETS: u32 = 1000;
 pub const DEFAULT_RECYCLE_AFTER_TOPICS: u64 = 500;
 pub const DEFAULT_STALL_CHECK_SECS: u64 = 10;
+pub const DEFAULT_WATCH_QUIET_MS: u64 = 3000;
 pub const DEFAULT_HTTP_ADDR: &str = "127.0.0.1:8080";
 pub const DEFAULT_MAX_UPLOAD_MB: u64 = 512;
 /// A client has this long to send a request's headers (also: how long an idle keep-alive
@@ -208,6 +209,10 @@ pub struct Settings {
     /// what /healthz reports of the broker. 0: never.
     #[arg(long, env = "GEOBATCH_STALL_CHECK_SECS", default_value_t = DEFAULT_STALL_CHECK_SECS, global = true)]
     pub stall_check_secs: u64,
+    /// (`serve`) Milliseconds a file in the watched folder's inbox must keep its size and
+    /// modification time before it is taken.
+    #[arg(long, env = "GEOBATCH_WATCH_QUIET_MS", default_value_t = DEFAULT_WATCH_QUIET_MS, global = true)]
+    pub watch_quiet_ms: u64,
     /// Serve /metrics on its own address (workers; serve also has it on the HTTP port)
     #[arg(long, env = "GEOBATCH_METRICS_ADDR", global = true)]
     pub metrics_addr: Option<SocketAddr>,
@@ -241,6 +246,7 @@ impl Settings {
             max_sheets: DEFAULT_MAX_SHEETS,
             recycle_after_topics: DEFAULT_RECYCLE_AFTER_TOPICS,
             stall_check_secs: DEFAULT_STALL_CHECK_SECS,
+            watch_quiet_ms: DEFAULT_WATCH_QUIET_MS,
             metrics_addr: None,
             lookup_key_file: None,
             lookup_templates: None,
@@ -316,6 +322,8 @@ mod tests {
         assert_eq!(parsed.recycle_after_topics, embedded.recycle_after_topics);
         assert_eq!(parsed.delete_topics, embedded.delete_topics);
         assert_eq!(parsed.log, embedded.log);
+        assert_eq!(parsed.watch_quiet_ms, embedded.watch_quiet_ms);
+        assert_eq!(parsed.stall_check_secs, embedded.stall_check_secs);
         #[derive(Parser)]
         struct Serve {
             #[command(flatten)]

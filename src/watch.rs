@@ -3,10 +3,17 @@
 //!
 //! A claimed file is renamed into `processing/<job>--<name>` before the job is submitted, so a
 //! restart finds it there (with the job id in its name) instead of taking it as a new file.
+//!
+//! Taking a file is safe: only `*.csv` is taken (`*.csv.part`, `*.tmp` wait for their rename),
+//! once its size and mtime held still for the quiet period; they are checked again when the
+//! job ends, and a file that changed meanwhile goes back to `inbox/` (its job deleted). Each
+//! job writes its own `outbox/` name (`a (2).xlsx` beside `a.xlsx`). Symlinks are never
+//! followed: one in `inbox/` or `processing/` goes to `failed/` with its `.error.txt`, as does a
+//! file that cannot be taken for any other reason.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::job::{JobId, JobState};
@@ -14,8 +21,11 @@ use crate::options::JobOptions;
 use crate::pipeline::{JobInput, Pipeline};
 
 const POLL: Duration = Duration::from_millis(500);
-/// A file is complete when its size and mtime held still across a poll and it is this old.
-const SETTLE: Duration = Duration::from_secs(1);
+/// Bytes of a file name kept in `processing/<job>--<name>` (names are at most 255 bytes).
+const STORED_NAME_BYTES: usize = 180;
+
+/// A file's size and modification time.
+type Stamp = (u64, SystemTime);
 
 struct Folders {
     inbox: PathBuf,
@@ -23,32 +33,62 @@ struct Folders {
     outbox: PathBuf,
     done: PathBuf,
     failed: PathBuf,
+    /// How long a file's stamp must hold still before it is taken.
+    quiet: Duration,
+    /// `outbox/` names given to jobs of this process not yet written.
+    reserved: Mutex<HashSet<PathBuf>>,
 }
 
 impl Folders {
-    fn new(root: &Path) -> std::io::Result<Folders> {
+    fn new(root: &Path, quiet: Duration) -> std::io::Result<Folders> {
         let f = Folders {
             inbox: root.join("inbox"),
             processing: root.join("processing"),
             outbox: root.join("outbox"),
             done: root.join("done"),
             failed: root.join("failed"),
+            quiet,
+            reserved: Mutex::new(HashSet::new()),
         };
         for d in [&f.inbox, &f.processing, &f.outbox, &f.done, &f.failed] {
-            std::fs::create_dir_all(d)?;
+            std::fs::create_dir_all(d).map_err(|e| named(d, e))?;
         }
         Ok(f)
     }
+
+    /// A fresh `outbox/` path for a workbook named after `name`, never one that exists (a
+    /// symlink included) or that another job of this process was given.
+    fn output_for(&self, name: &str) -> PathBuf {
+        let mut reserved = self.reserved.lock().unwrap_or_else(|e| e.into_inner());
+        let path = free_name_by(&self.outbox, &format!("{}.xlsx", stem(name)), |p| {
+            reserved.contains(p)
+        });
+        reserved.insert(path.clone());
+        path
+    }
+}
+
+/// An IO error that names its path.
+fn named(path: &Path, e: std::io::Error) -> std::io::Error {
+    std::io::Error::new(e.kind(), format!("{}: {e}", path.display()))
+}
+
+/// Size and modification time, of the path itself (a symlink's own).
+fn stamp(path: &Path) -> std::io::Result<Stamp> {
+    let meta = std::fs::symlink_metadata(path)?;
+    Ok((meta.len(), meta.modified()?))
 }
 
 /// Starts watching `root`; creates the folders first so a user sees where to drop files.
 pub fn spawn(pipeline: Arc<Pipeline>, root: PathBuf) -> std::io::Result<()> {
-    let folders = Arc::new(Folders::new(&root)?);
+    let quiet = Duration::from_millis(pipeline.settings().watch_quiet_ms);
+    let folders = Arc::new(Folders::new(&root, quiet)?);
     tracing::info!(inbox = %folders.inbox.display(), "watching for CSV files");
+    crate::pipeline::remove_partials(&folders.outbox);
     let token = pipeline.shutdown_token();
     pipeline.clone().spawn_task(async move {
         resume_claimed(&pipeline, &folders).await;
-        let mut seen: HashMap<PathBuf, (u64, SystemTime)> = HashMap::new();
+        let mut seen: HashMap<PathBuf, (Stamp, tokio::time::Instant)> = HashMap::new();
         loop {
             if let Err(e) = poll_inbox(&pipeline, &folders, &mut seen).await {
                 tracing::warn!("watched folder: {e}");
@@ -65,47 +105,92 @@ pub fn spawn(pipeline: Arc<Pipeline>, root: PathBuf) -> std::io::Result<()> {
 async fn poll_inbox(
     pipeline: &Arc<Pipeline>,
     folders: &Arc<Folders>,
-    seen: &mut HashMap<PathBuf, (u64, SystemTime)>,
+    seen: &mut HashMap<PathBuf, (Stamp, tokio::time::Instant)>,
 ) -> std::io::Result<()> {
     let mut present = Vec::new();
-    for entry in std::fs::read_dir(&folders.inbox)? {
-        let entry = entry?;
+    let inbox = &folders.inbox;
+    for entry in std::fs::read_dir(inbox).map_err(|e| named(inbox, e))? {
+        let entry = entry.map_err(|e| named(inbox, e))?;
         let path = entry.path();
         let is_csv = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
-        let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !is_csv || hidden || !entry.file_type()?.is_file() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        let file_type = entry.file_type().map_err(|e| named(&path, e))?;
+        if !is_csv || name.starts_with('.') || file_type.is_dir() {
             continue;
         }
-        let meta = entry.metadata()?;
-        let stamp = (meta.len(), meta.modified()?);
+        if file_type.is_symlink() {
+            fail_untaken(
+                folders,
+                &name,
+                &path,
+                "a symbolic link; links are not followed",
+            );
+            continue;
+        }
+        if !file_type.is_file() {
+            continue;
+        }
+        let now = stamp(&path).map_err(|e| named(&path, e))?;
         present.push(path.clone());
-        let settled =
-            seen.get(&path) == Some(&stamp) && stamp.1.elapsed().unwrap_or_default() >= SETTLE;
-        seen.insert(path.clone(), stamp);
-        if settled {
+        let since = match seen.get(&path) {
+            Some((s, since)) if *s == now => *since,
+            _ => tokio::time::Instant::now(),
+        };
+        if since.elapsed() >= folders.quiet {
             seen.remove(&path);
-            claim(pipeline, folders, &path).await;
+            claim(pipeline, folders, &path, now).await;
+        } else {
+            seen.insert(path.clone(), (now, since));
         }
     }
     seen.retain(|p, _| present.contains(p));
     Ok(())
 }
 
-async fn claim(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>, path: &Path) {
-    let name = path
+/// A file that cannot be taken: to `failed/` with its `.error.txt`, so it is not tried again
+/// every poll.
+fn fail_untaken(folders: &Folders, name: &str, path: &Path, reason: &str) {
+    finish_failed(folders, name, path, &format!("not taken: {reason}"));
+}
+
+/// `name` cut to at most `max` bytes at a character boundary, keeping its extension.
+fn shorten(name: &str, max: usize) -> String {
+    if name.len() <= max {
+        return name.to_string();
+    }
+    let ext = Path::new(name)
+        .extension()
+        .map(|e| format!(".{}", e.to_string_lossy()))
+        .filter(|e| e.len() < max / 2)
+        .unwrap_or_default();
+    let mut cut = max - ext.len();
+    while !name.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{ext}", &name[..cut])
+}
+
+async fn claim(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>, path: &Path, taken: Stamp) {
+    let full = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
         .unwrap_or_default();
+    let name = shorten(&full, STORED_NAME_BYTES);
     let id = JobId::random();
     let claimed = folders.processing.join(format!("{id}--{name}"));
     if let Err(e) = std::fs::rename(path, &claimed) {
-        tracing::warn!(file = %path.display(), "cannot claim: {e}");
+        fail_untaken(
+            folders,
+            &full,
+            path,
+            &format!("cannot move it to processing/: {e}"),
+        );
         return;
     }
     tracing::info!(file = %name, job = %id, "picked up from the inbox");
-    submit(pipeline, folders, id, name, claimed).await;
+    submit(pipeline, folders, id, name, claimed, Some(taken)).await;
 }
 
 async fn submit(
@@ -114,9 +199,10 @@ async fn submit(
     id: JobId,
     name: String,
     claimed: PathBuf,
+    taken: Option<Stamp>,
 ) {
     let options = JobOptions {
-        output: Some(folders.outbox.join(format!("{}.xlsx", stem(&name)))),
+        output: Some(folders.output_for(&name)),
         ..JobOptions::default()
     };
     let input = JobInput {
@@ -128,7 +214,7 @@ async fn submit(
         .submit(Some(id.clone()), vec![input], options)
         .await
     {
-        Ok(_) => follow(pipeline.clone(), folders.clone(), id, name, claimed),
+        Ok(_) => follow(pipeline.clone(), folders.clone(), id, name, claimed, taken),
         Err(e) => finish_failed(folders, &name, &claimed, &e.to_string()),
     }
 }
@@ -140,6 +226,7 @@ fn follow(
     id: JobId,
     name: String,
     claimed: PathBuf,
+    taken: Option<Stamp>,
 ) {
     let token = pipeline.shutdown_token();
     pipeline.clone().spawn_task(async move {
@@ -148,6 +235,32 @@ fn follow(
             // The file stays in processing/; the next start follows the job again.
             _ = token.cancelled() => return,
         };
+        if let Some(out) = finished
+            .as_ref()
+            .ok()
+            .and_then(|j| j.options.output.as_ref())
+        {
+            // Written (or never to be): the name guards itself from now on.
+            let mut reserved = folders.reserved.lock().unwrap_or_else(|e| e.into_inner());
+            reserved.remove(out);
+        }
+        if taken.is_some_and(|t| stamp(&claimed).ok() != Some(t)) {
+            // Still being written when taken: the job read part of it. Discard the job and
+            // its workbook; the file waits in inbox/ for its next quiet period.
+            tracing::warn!(file = %name, job = %id, "changed while converted; taken again later");
+            if let Ok(job) = &finished {
+                if let Some(out) = &job.options.output {
+                    let _ = std::fs::remove_file(out);
+                }
+            }
+            if let Err(e) = pipeline.delete_job(&id).await {
+                tracing::warn!(job = %id, "cannot delete the discarded job: {e}");
+            }
+            if let Err(e) = std::fs::rename(&claimed, free_name(&folders.inbox, &name)) {
+                tracing::warn!(file = %name, "cannot put back into inbox/: {e}");
+            }
+            return;
+        }
         match finished {
             Ok(job) if job.state == JobState::Done => {
                 let target = free_name(&folders.done, &name);
@@ -169,8 +282,11 @@ fn follow(
 
 fn finish_failed(folders: &Folders, name: &str, claimed: &Path, reason: &str) {
     tracing::warn!(file = %name, "failed: {reason}");
-    let target = free_name(&folders.failed, name);
-    let _ = std::fs::rename(claimed, &target);
+    // Short enough that `<name>.error.txt` can be stored beside it.
+    let target = free_name(&folders.failed, &shorten(name, STORED_NAME_BYTES));
+    if let Err(e) = std::fs::rename(claimed, &target) {
+        tracing::warn!(file = %name, "cannot move to failed/: {}", named(&target, e));
+    }
     let note = target.with_file_name(format!(
         "{}.error.txt",
         target.file_name().unwrap_or_default().to_string_lossy()
@@ -192,6 +308,15 @@ async fn resume_claimed(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>) {
             continue;
         };
         let claimed = entry.path();
+        if entry.file_type().is_ok_and(|t| t.is_symlink()) {
+            fail_untaken(
+                folders,
+                name,
+                &claimed,
+                "a symbolic link; links are not followed",
+            );
+            continue;
+        }
         match pipeline.store().job(&id).await {
             Ok(Some(_)) => follow(
                 pipeline.clone(),
@@ -199,9 +324,10 @@ async fn resume_claimed(pipeline: &Arc<Pipeline>, folders: &Arc<Folders>) {
                 id,
                 name.to_string(),
                 claimed,
+                None,
             ),
             // Claimed but never recorded (a crash in between): submit it now.
-            Ok(None) => submit(pipeline, folders, id, name.to_string(), claimed).await,
+            Ok(None) => submit(pipeline, folders, id, name.to_string(), claimed, None).await,
             Err(e) => tracing::warn!("watched folder: {e}"),
         }
     }
@@ -216,8 +342,15 @@ fn stem(name: &str) -> String {
 
 /// `dir/name`, or `dir/stem (2).csv` … when that is taken.
 fn free_name(dir: &Path, name: &str) -> PathBuf {
+    free_name_by(dir, name, |_| false)
+}
+
+/// Like [`free_name`], also skipping names `taken` says are.
+fn free_name_by(dir: &Path, name: &str, taken: impl Fn(&Path) -> bool) -> PathBuf {
+    // A dangling symlink is a name in use too.
+    let used = |p: &Path| std::fs::symlink_metadata(p).is_ok() || taken(p);
     let first = dir.join(name);
-    if !first.exists() {
+    if !used(&first) {
         return first;
     }
     let ext = Path::new(name)
@@ -226,6 +359,6 @@ fn free_name(dir: &Path, name: &str) -> PathBuf {
         .unwrap_or_default();
     (2..)
         .map(|n| dir.join(format!("{} ({n}){ext}", stem(name))))
-        .find(|p| !p.exists())
+        .find(|p| !used(p))
         .expect("some name is free")
 }

@@ -53,6 +53,19 @@ pub enum TransformError {
         lat: f64,
         area: Area,
     },
+    /// The position lies outside where the target CRS is meant to be used: a value there would
+    /// look valid and be absurd.
+    #[error(
+        "outside the area of use of the target EPSG:{epsg} (lon {:.2}..{:.2}, lat {:.2}..{:.2}): \
+         position lon {lon:.2}, lat {lat:.2}",
+        area.west, area.east, area.south, area.north
+    )]
+    OutsideTargetArea {
+        epsg: u32,
+        lon: f64,
+        lat: f64,
+        area: Area,
+    },
     /// The position cannot be expressed in the target CRS (the result is not finite).
     #[error("position lon {lon:.6}, lat {lat:.6} cannot be represented in EPSG:{epsg}")]
     Unrepresentable { epsg: u32, lon: f64, lat: f64 },
@@ -205,6 +218,26 @@ struct Def {
     datum: Datum,
     method: Method,
     area: Area,
+}
+
+/// How far past its accepted input band a UTM zone is still a target: positions within 12° of
+/// the central meridian (where PROJ's extended transverse Mercator stays exact) are converted
+/// into it, farther ones are absurd there.
+const UTM_TARGET_WIDENING: f64 = 9.0;
+
+impl Def {
+    /// Where positions may be converted into this CRS: its area, but for UTM zones the band
+    /// widened by [`UTM_TARGET_WIDENING`] more each side.
+    fn target_area(&self) -> Area {
+        match self.conversion {
+            Conversion::Utm { .. } => Area {
+                west: self.area.west - UTM_TARGET_WIDENING,
+                east: self.area.east + UTM_TARGET_WIDENING,
+                ..self.area
+            },
+            _ => self.area,
+        }
+    }
 }
 
 /// Longitude offset of the "Modified" Korean 1985 belts: 10.405 arc-seconds.
@@ -784,6 +817,8 @@ pub struct Transform {
     shift: Option<Shift>,
     check: AreaCheck,
     area: Area,
+    /// The target CRS's area of use.
+    target_area: Area,
     /// Same CRS on both sides: the input is returned unchanged once it passed the checks (as
     /// PROJ's no-op).
     identity: bool,
@@ -819,6 +854,7 @@ impl Transform {
             shift,
             check,
             area: fd.area,
+            target_area: td.target_area(),
             identity: from == to,
         }
     }
@@ -834,7 +870,8 @@ impl Transform {
     /// x = easting or longitude, y = northing or latitude, always (GIS axis order), in both input
     /// and output.
     ///
-    /// Errors: non-finite input; the source position (as WGS84 lon/lat) outside `from.area()`;
+    /// Errors: non-finite input; the source position (as WGS84 lon/lat) outside `from.area()` or
+    /// `to.area()` (the target's area of use);
     /// non-finite output.
     pub fn convert(&self, x: f64, y: f64) -> Result<(f64, f64), TransformError> {
         if !x.is_finite() || !y.is_finite() {
@@ -861,6 +898,14 @@ impl Transform {
                 lon,
                 lat,
                 area: self.area,
+            });
+        }
+        if !self.target_area.contains(lon, lat) {
+            return Err(TransformError::OutsideTargetArea {
+                epsg: self.to.epsg,
+                lon,
+                lat,
+                area: self.target_area,
             });
         }
         if self.identity {

@@ -23,8 +23,8 @@ pub struct PostgisTransform {
     pool: PgPool,
     from: i32,
     to: i32,
-    /// The builtin engine's source CRS, to EPSG:4326, when it knows the source: only its area
-    /// check is used.
+    /// The builtin engine's source CRS, to the target (EPSG:4326 when it does not know it),
+    /// when it knows the source: only its area checks are used.
     check: Option<Transform>,
     /// PROJ's version as PostGIS reports it.
     proj_version: String,
@@ -75,9 +75,11 @@ impl PostgisTransform {
         };
         let (source, target) = (info(from)?, info(to)?);
         let check = Crs::from_code(&from.to_string()).ok().map(|src| {
+            // The target's area of use is checked too when the builtin engine knows it.
+            let to = Crs::from_code(&to.to_string());
             Transform::new(
                 src,
-                Crs::from_code("EPSG:4326").expect("builtin knows 4326"),
+                to.unwrap_or_else(|_| Crs::from_code("EPSG:4326").expect("builtin knows 4326")),
             )
         });
         let transform = PostgisTransform {

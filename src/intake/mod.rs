@@ -288,8 +288,20 @@ pub fn point_of(record: &InputRecord, table: &TableLayout) -> Result<(f64, f64),
             reason: format!("no column {} in a row of {}", i + 1, fields(found)),
         }),
     };
-    Ok((cell(table.x)?, cell(table.y)?))
+    let (x, y) = (cell(table.x)?, cell(table.y)?);
+    if x == 0.0 && y == 0.0 {
+        // Also -0: the commonest missing-value placeholder of exports, never a position.
+        return Err(BadCell {
+            column: format!("{}, {}", table.x_name(), table.y_name()),
+            raw: format!("{}, {}", record.text(table.x), record.text(table.y)),
+            reason: PLACEHOLDER_REASON.to_string(),
+        });
+    }
+    Ok((x, y))
 }
+
+/// Why x,y = 0,0 is an error row.
+pub const PLACEHOLDER_REASON: &str = "0,0 is a missing-value placeholder, not a position";
 
 /// A coordinate cell: a number cell as it is, a text cell parsed as text.
 fn coordinate_of(cell: &Cell) -> Result<f64, String> {
@@ -356,6 +368,19 @@ mod tests {
         assert!(point_of(&r, &t).is_err());
         let r = record(vec![Cell::Empty, Cell::Empty, Cell::Number(1.0)]);
         assert_eq!(point_of(&r, &t).unwrap_err().reason, "empty");
+    }
+
+    #[test]
+    fn zero_zero_is_a_placeholder() {
+        let t = table(&["x", "y"], 0, 1);
+        for (x, y) in [("0", "0"), ("-0", "-0.0"), ("0.000", "0")] {
+            let r = record(vec![Cell::Text(x.into()), Cell::Text(y.into())]);
+            let bad = point_of(&r, &t).unwrap_err();
+            assert_eq!(bad.reason, PLACEHOLDER_REASON);
+            assert_eq!(bad.column, "x, y");
+        }
+        let r = record(vec![Cell::Number(0.0), Cell::Number(1.0)]);
+        assert_eq!(point_of(&r, &t), Ok((0.0, 1.0)));
     }
 
     #[test]

@@ -7,23 +7,32 @@
 //! and one line in [`formats`].
 
 mod summary;
+mod warnings;
 mod xlsx;
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{sync_channel, Receiver};
 
 use crate::convert::CrsInfo;
 use crate::intake::{self, IntakeError};
-use crate::job::{Cell, Outcome, RowStatus};
+use crate::job::{Cell, Layout, Outcome, RowStatus, EXCEL_MAX_COLUMNS};
 use crate::store::{JobFile, JobRecord, ResultStore, SheetRecord, StoreError, StoredResult};
 
 pub use summary::{utc_text, Summary};
+pub use warnings::{Tally, Warnings, CUT_KEY, UNDECODABLE_KEY};
 
 #[derive(Debug, thiserror::Error)]
 pub enum MergeError {
     #[error("writing the workbook: {0}")]
     Xlsx(#[from] rust_xlsxwriter::XlsxError),
+    #[error("writing {path}: {source}")]
+    Save {
+        path: String,
+        #[source]
+        source: rust_xlsxwriter::XlsxError,
+    },
     #[error("writing {path}: {source}")]
     Io {
         path: String,
@@ -43,7 +52,8 @@ pub enum MergeError {
 pub struct SheetSpec {
     /// A valid, unique Excel sheet name.
     pub name: String,
-    /// The input table's headers (a data row may have more or fewer cells: ragged rows).
+    /// The input table's headers, then `extra_1`, … for the cells of rows longer than the
+    /// header (ragged rows; a row may also have fewer cells).
     pub headers: Vec<String>,
     /// The columns geobatch adds after the input's, in order: the position, the job's added
     /// columns, `status`, `error`.
@@ -54,6 +64,9 @@ pub struct SheetSpec {
 pub struct OutputPlan<'a> {
     pub sheets: &'a [SheetSpec],
     pub target: &'a CrsInfo,
+    /// Data rows per sheet (Excel's limit unless lowered to test): the Errors sheet continues
+    /// in `Errors (2)`, … past it.
+    pub max_rows: u64,
 }
 
 /// A new column's value.
@@ -122,6 +135,8 @@ pub struct MergeCounts {
     pub ambiguous: u64,
     pub no_result: u64,
     pub failed: u64,
+    /// Cells cut or with undecodable bytes.
+    pub warnings: Warnings,
 }
 
 /// Everything the merge of one job needs.
@@ -133,6 +148,8 @@ pub struct MergeJob<'a> {
     pub added_columns: &'a [&'a str],
     /// Where each output goes, with its format.
     pub outputs: Vec<(PathBuf, &'static OutputFormat)>,
+    /// Data rows per sheet ([`crate::job::EXCEL_MAX_DATA_ROWS`] unless lowered to test).
+    pub sheet_max_rows: u64,
 }
 
 /// Writes the outputs of a job whose every row has a result.
@@ -148,6 +165,7 @@ pub async fn merge_job(store: &ResultStore, m: MergeJob<'_>) -> Result<MergeCoun
         target: m.target.clone(),
         added: m.added_columns.iter().map(|c| c.to_string()).collect(),
         outputs: m.outputs,
+        max_rows: m.sheet_max_rows,
     };
     // The writers run on a thread of their own while this task pages results to them.
     let writer = tokio::task::spawn_blocking(move || work.run(rx));
@@ -180,6 +198,7 @@ struct Work {
     target: CrsInfo,
     added: Vec<String>,
     outputs: Vec<(PathBuf, &'static OutputFormat)>,
+    max_rows: u64,
 }
 
 impl Work {
@@ -196,6 +215,7 @@ impl Work {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        let widths = widest_records(&self.files, &layouts)?;
         let index_of: HashMap<u32, usize> = self
             .sheets
             .iter()
@@ -215,16 +235,23 @@ impl Work {
                             rec.name, rec.file_no, rec.table_no
                         ))
                     })?;
+                let width = widths
+                    .get(rec.file_no as usize)
+                    .and_then(|w| w.get(rec.table_no as usize))
+                    .copied()
+                    .unwrap_or(0);
+                let headers = with_extra_columns(&table.headers, width, 4 + self.added.len());
                 Ok(SheetSpec {
+                    new_columns: new_column_names(&headers, &self.target, &self.added),
                     name: rec.name.clone(),
-                    headers: table.headers.clone(),
-                    new_columns: new_column_names(&table.headers, &self.target, &self.added),
+                    headers,
                 })
             })
             .collect::<Result<_, MergeError>>()?;
         let plan = OutputPlan {
             sheets: &specs,
             target: &self.target,
+            max_rows: self.max_rows,
         };
         let mut writers: Vec<Box<dyn ResultWriter>> = self
             .outputs
@@ -286,11 +313,24 @@ impl Work {
                     }
                     Outcome::Resolved { .. } => None,
                 };
-                let values = values_of(&result.outcome, &spec.new_columns, &self.added);
+                let cells = fit_cells(&record.fields, spec.headers.len());
+                let warning =
+                    counts
+                        .warnings
+                        .check_row(&spec.name, record.line, &spec.headers, &cells);
+                let said = match (&error, warning.is_empty()) {
+                    (_, true) => String::new(),
+                    (Some((_, _, reason)), false) => format!("{reason}; {warning}"),
+                    (None, false) => warning,
+                };
+                let mut values = values_of(&result.outcome, &spec.new_columns, &self.added);
+                if let (false, Some(last)) = (said.is_empty(), values.last_mut()) {
+                    *last = OutValue::Text(&said);
+                }
                 let row = MergedRow {
                     sheet,
                     line: record.line,
-                    cells: &record.fields,
+                    cells: &cells,
                     status: result.outcome.status(),
                     position: result.outcome.position(),
                     values: &values,
@@ -322,6 +362,52 @@ impl Work {
         }
         Ok(counts)
     }
+}
+
+/// The widest record of each table of each file, by reading the files once more: the extra
+/// cells of ragged rows get columns of their own, which a streamed worksheet must name before
+/// its first row.
+fn widest_records(files: &[JobFile], layouts: &[Layout]) -> Result<Vec<Vec<usize>>, MergeError> {
+    files
+        .iter()
+        .zip(layouts)
+        .map(|(file, layout)| {
+            let mut widths: Vec<usize> = layout.tables.iter().map(|t| t.headers.len()).collect();
+            let mut source = intake::reopen(Path::new(&file.path), &file.label, layout)?;
+            while let Some(record) = source.next_record() {
+                let record = record?;
+                if let Some(w) = widths.get_mut(record.table as usize) {
+                    *w = (*w).max(record.fields.len());
+                }
+            }
+            Ok(widths)
+        })
+        .collect()
+}
+
+/// The table's headers, then `extra_1`, … up to `width` columns, as many as Excel holds
+/// beside the `added` new columns.
+fn with_extra_columns(headers: &[String], width: usize, added: usize) -> Vec<String> {
+    let room = EXCEL_MAX_COLUMNS.saturating_sub(added).max(headers.len());
+    let width = width.min(room).max(headers.len());
+    let mut out = headers.to_vec();
+    out.extend((1..=width - headers.len()).map(|n| format!("extra_{n}")));
+    out
+}
+
+/// A row's cells as written: a row wider than its sheet (only past Excel's column limit) has
+/// its last cells joined into the sheet's last column, so none is lost.
+fn fit_cells(cells: &[Cell], width: usize) -> Cow<'_, [Cell]> {
+    if cells.len() <= width || width == 0 {
+        return Cow::Borrowed(cells);
+    }
+    let mut fitted = cells[..width - 1].to_vec();
+    let rest: Vec<String> = cells[width - 1..]
+        .iter()
+        .map(|c| c.as_text().into_owned())
+        .collect();
+    fitted.push(Cell::Text(rest.join(",")));
+    Cow::Owned(fitted)
 }
 
 /// `lon`/`lat` (or `x_<EPSG>`/`y_<EPSG>`), the added columns, then `status`, `error`;

@@ -74,6 +74,7 @@ impl Summary {
             rows.push(("rows ambiguous".into(), counts.ambiguous.to_string()));
         }
         rows.push(("rows error".into(), counts.failed.to_string()));
+        rows.extend(counts.warnings.summary_lines());
         for s in sheets {
             rows.push((
                 format!("sheet {}", s.name),

@@ -7,10 +7,16 @@ use std::path::{Path, PathBuf};
 use rust_xlsxwriter::{Format, Workbook, Worksheet, XlsxError};
 
 use super::{MergeError, MergedRow, OutValue, OutputPlan, ResultWriter, SheetSpec, Summary};
-use crate::job::{Cell, RESERVED_SHEETS};
+use crate::job::{Cell, EXCEL_MAX_CELL_CHARS as MAX_CELL_CHARS, RESERVED_SHEETS};
 
-/// Excel's limit for one cell's text.
-const MAX_CELL_CHARS: usize = 32_767;
+/// The Errors sheet's columns and their widths.
+const ERROR_COLUMNS: [(&str, f64); 5] = [
+    ("sheet", 20.0),
+    ("line", 8.0),
+    ("column", 22.0),
+    ("value", 24.0),
+    ("reason", 70.0),
+];
 /// Rows looked at before a sheet's column widths are fixed (constant-memory mode writes the
 /// widths before the first row).
 const WIDTH_SAMPLE_ROWS: usize = 64;
@@ -19,7 +25,7 @@ pub(super) fn create(
     path: &Path,
     plan: &OutputPlan<'_>,
 ) -> Result<Box<dyn ResultWriter>, MergeError> {
-    Ok(Box::new(XlsxWriter::new(path, plan.sheets)?))
+    Ok(Box::new(XlsxWriter::new(path, plan.sheets, plan.max_rows)?))
 }
 
 /// A new column's value, owned, for rows held back until the widths are known.
@@ -65,12 +71,14 @@ struct XlsxWriter {
     bold: Format,
     sheets: Vec<SheetOut>,
     summary_index: usize,
-    errors_index: usize,
-    error_row: u32,
+    /// The Errors sheets (`Errors`, `Errors (2)`, …): worksheet index and rows written.
+    errors: Vec<(usize, u32)>,
+    /// Data rows per sheet.
+    max_rows: u64,
 }
 
 impl XlsxWriter {
-    fn new(output: &Path, specs: &[SheetSpec]) -> Result<XlsxWriter, MergeError> {
+    fn new(output: &Path, specs: &[SheetSpec], max_rows: u64) -> Result<XlsxWriter, MergeError> {
         let mut workbook = Workbook::new();
         let bold = Format::new().set_bold();
         let mut sheets = Vec::new();
@@ -87,46 +95,71 @@ impl XlsxWriter {
         }
         let summary_index = sheets.len();
         workbook.add_worksheet().set_name(RESERVED_SHEETS[0])?;
-        let errors_index = summary_index + 1;
-        let errors = workbook.add_worksheet_with_constant_memory()?;
-        errors.set_name(RESERVED_SHEETS[1])?;
-        for (col, (title, width)) in [
-            ("sheet", 20.0),
-            ("line", 8.0),
-            ("column", 22.0),
-            ("value", 24.0),
-            ("reason", 70.0),
-        ]
-        .into_iter()
-        .enumerate()
-        {
-            errors.set_column_width(col as u16, width)?;
-            errors.write_string_with_format(0, col as u16, title, &bold)?;
-        }
-        errors.set_freeze_panes(1, 0)?;
-        Ok(XlsxWriter {
+        let mut writer = XlsxWriter {
             workbook,
             output: output.to_path_buf(),
             bold,
             sheets,
             summary_index,
-            errors_index,
-            error_row: 1,
-        })
+            errors: Vec::new(),
+            max_rows: max_rows.clamp(1, u64::from(u32::MAX) - 1),
+        };
+        writer.add_errors_sheet()?;
+        Ok(writer)
+    }
+
+    /// Opens the next Errors sheet: `Errors`, then `Errors (2)`, … (skipping a name a data
+    /// sheet has).
+    fn add_errors_sheet(&mut self) -> Result<(), MergeError> {
+        let taken = |name: &str| {
+            self.sheets
+                .iter()
+                .any(|s| s.spec.name.eq_ignore_ascii_case(name))
+        };
+        let mut part = self.errors.len() + 1;
+        let mut name = RESERVED_SHEETS[1].to_string();
+        if part > 1 {
+            name = format!("{} ({part})", RESERVED_SHEETS[1]);
+            while taken(&name) {
+                part += 1;
+                name = format!("{} ({part})", RESERVED_SHEETS[1]);
+            }
+        }
+        let index = self.sheets.len() + 1 + self.errors.len();
+        let errors = self.workbook.add_worksheet_with_constant_memory()?;
+        errors.set_name(&name)?;
+        for (col, (title, width)) in ERROR_COLUMNS.into_iter().enumerate() {
+            errors.set_column_width(col as u16, width)?;
+            errors.write_string_with_format(0, col as u16, title, &self.bold)?;
+        }
+        errors.set_freeze_panes(1, 0)?;
+        self.errors.push((index, 0));
+        Ok(())
     }
 }
 
 impl ResultWriter for XlsxWriter {
     fn row(&mut self, row: &MergedRow<'_>) -> Result<(), MergeError> {
         if let Some((column, raw, reason)) = row.error {
+            if self
+                .errors
+                .last()
+                .is_some_and(|e| u64::from(e.1) >= self.max_rows)
+            {
+                self.add_errors_sheet()?;
+            }
             let name = self.sheets[row.sheet].spec.name.clone();
-            let errors = self.workbook.worksheet_from_index(self.errors_index)?;
-            errors.write_string(self.error_row, 0, &name)?;
-            errors.write_number(self.error_row, 1, row.line as f64)?;
-            errors.write_string(self.error_row, 2, clip(column))?;
-            errors.write_string(self.error_row, 3, clip(raw))?;
-            errors.write_string(self.error_row, 4, clip(reason))?;
-            self.error_row += 1;
+            let Some((index, rows)) = self.errors.last_mut() else {
+                return Err(MergeError::Inconsistent("no Errors sheet".into()));
+            };
+            *rows += 1;
+            let r = *rows;
+            let errors = self.workbook.worksheet_from_index(*index)?;
+            errors.write_string(r, 0, &name)?;
+            errors.write_number(r, 1, row.line as f64)?;
+            errors.write_string(r, 2, clip(column))?;
+            errors.write_string(r, 3, clip(raw))?;
+            errors.write_string(r, 4, clip(reason))?;
         }
         let out = &mut self.sheets[row.sheet];
         let ws = self.workbook.worksheet_from_index(row.sheet)?;
@@ -155,10 +188,12 @@ impl ResultWriter for XlsxWriter {
                 ws.autofilter(0, 0, out.next_row.saturating_sub(1), columns - 1)?;
             }
         }
-        if self.error_row > 1 {
-            self.workbook
-                .worksheet_from_index(self.errors_index)?
-                .autofilter(0, 0, self.error_row - 1, 4)?;
+        for &(index, rows) in &self.errors {
+            if rows > 0 {
+                self.workbook
+                    .worksheet_from_index(index)?
+                    .autofilter(0, 0, rows, 4)?;
+            }
         }
         write_summary(
             self.workbook.worksheet_from_index(self.summary_index)?,
@@ -174,9 +209,12 @@ impl ResultWriter for XlsxWriter {
         }
         // Write beside the target and rename, so a reader never sees half a workbook.
         let partial = self.output.with_extension("xlsx.partial");
-        if let Err(e) = self.workbook.save(&partial) {
+        if let Err(source) = self.workbook.save(&partial) {
             let _ = std::fs::remove_file(&partial);
-            return Err(e.into());
+            return Err(MergeError::Save {
+                path: partial.display().to_string(),
+                source,
+            });
         }
         std::fs::rename(&partial, &self.output).map_err(|e| io(&self.output, e))?;
         Ok(())

@@ -107,6 +107,7 @@ impl Pipeline {
                 target: plan.target(),
                 added_columns: added_columns(&job.options),
                 outputs: vec![(output.clone(), xlsx)],
+                sheet_max_rows: self.settings.sheet_max_rows,
             },
         )
         .await?;

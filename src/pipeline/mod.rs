@@ -10,6 +10,7 @@
 //! - `merger`: writes the outputs of jobs whose every row is resolved, and re-drives the
 //!   unfinished jobs of an earlier run.
 
+mod cleanup;
 mod cli_jobs;
 mod counters;
 mod intake_task;
@@ -39,6 +40,7 @@ use crate::merge::MergeError;
 use crate::options::{JobOptions, OptionContext, OptionError, Origin};
 use crate::settings::Settings;
 use crate::store::{JobFile, JobRecord, NewJob, ResultStore, StoreError};
+pub use cleanup::remove_partials;
 
 #[derive(Debug, thiserror::Error)]
 pub enum JobError {
@@ -161,6 +163,7 @@ impl Pipeline {
         }
         let store = ResultStore::open(&settings.data_dir, settings.database_url()).await?;
         tracing::info!("result store: {}", store.backend_name());
+        cleanup::remove_leftovers(&settings.data_dir, &store).await;
         let engines = Engines::new(settings.postgis_url.as_deref(), store.postgres_pool())?;
         let (bus_tx, _) = watch::channel(None);
         let (progress, _) = watch::channel(0);

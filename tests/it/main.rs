@@ -8,6 +8,7 @@ mod broker_loss;
 mod compose;
 mod convert_cli;
 mod crs_reference;
+mod data_integrity;
 mod db_faults;
 mod external_broker;
 mod http_api;
