@@ -1,5 +1,6 @@
-//! The watched folder: a CSV dropped into `inbox/` becomes a job; its workbook appears in
-//! `outbox/`; the CSV moves to `done/`, or to `failed/` beside a `<name>.error.txt`.
+//! The watched folder: a CSV or workbook (xlsx, xlsm, xls, ods) dropped into `inbox/` becomes
+//! a job; its workbook appears in `outbox/`; the input moves to `done/`, or to `failed/`
+//! beside a `<name>.error.txt`.
 //!
 //! A claimed file is renamed into `processing/<job>--<name>` before the job is submitted, so a
 //! restart finds it there (with the job id in its name) instead of taking it as a new file.
@@ -12,6 +13,9 @@ use std::time::{Duration, SystemTime};
 use crate::job::{JobId, JobState};
 use crate::options::JobOptions;
 use crate::pipeline::{JobInput, Pipeline};
+
+/// Files the watched folder takes: CSV and workbooks.
+const ACCEPTED_EXTENSIONS: [&str; 5] = ["csv", "xlsx", "xlsm", "xls", "ods"];
 
 const POLL: Duration = Duration::from_millis(500);
 /// A file is complete when its size and mtime held still across a poll and it is this old.
@@ -71,11 +75,15 @@ async fn poll_inbox(
     for entry in std::fs::read_dir(&folders.inbox)? {
         let entry = entry?;
         let path = entry.path();
-        let is_csv = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let accepted = path.extension().is_some_and(|e| {
+            ACCEPTED_EXTENSIONS
+                .iter()
+                .any(|a| e.eq_ignore_ascii_case(a))
+        });
         let hidden = entry.file_name().to_string_lossy().starts_with('.');
-        if !is_csv || hidden || !entry.file_type()?.is_file() {
+        // Office's lock file of an open workbook ("~$stores.xlsx") is no input.
+        let lock = entry.file_name().to_string_lossy().starts_with("~$");
+        if !accepted || hidden || lock || !entry.file_type()?.is_file() {
             continue;
         }
         let meta = entry.metadata()?;
