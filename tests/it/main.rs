@@ -20,3 +20,4 @@ mod postgres_store;
 mod restart;
 mod shutdown;
 mod watch_folder;
+mod workbook_input;
