@@ -215,7 +215,14 @@ fn convert_reads_a_workbook_and_the_sheets_option_picks() {
     let (i, o) = (input.to_str().unwrap(), out.to_str().unwrap());
     let r = convert(&dir, &[i, "-o", o]);
     assert_eq!(r.code, 0, "{}", r.stderr);
-    check_result(&Book::open(&out), &sheets());
+    let book = Book::open(&out);
+    check_result(&book, &sheets());
+    let file = book.summary_value("file");
+    assert!(
+        file.contains("sheet \"숨김\" (hidden) skipped")
+            && file.contains("sheet \"빈 시트\" (empty) skipped"),
+        "{file}"
+    );
 
     let picked = dir.path().join("picked.xlsx");
     let r = convert(
