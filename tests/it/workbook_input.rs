@@ -324,3 +324,22 @@ fn misnamed_and_broken_workbooks_are_refused_naming_the_file() {
         assert!(!r.stderr.contains("PK\u{3}\u{4}"), "{}", r.stderr);
     }
 }
+
+#[test]
+fn a_workbook_dropped_into_the_watched_folder_is_taken_but_not_office_lock_files() {
+    let dir = tempdir();
+    let watch = dir.path().join("watch");
+    let _serve = Serve::start(&dir, &[("GEOBATCH_WATCH_DIR", watch.to_str().unwrap())]);
+    let inbox = watch.join("inbox");
+    std::fs::write(inbox.join("~$stores.xlsx"), b"lock").unwrap();
+    std::fs::write(inbox.join("stores.xlsx"), three_sheet_xlsx()).unwrap();
+    wait_path(
+        &watch.join("done").join("stores.xlsx"),
+        std::time::Duration::from_secs(60),
+    );
+    check_result(
+        &Book::open(&watch.join("outbox").join("stores.xlsx")),
+        &sheets(),
+    );
+    assert!(inbox.join("~$stores.xlsx").exists());
+}
