@@ -215,6 +215,10 @@ fn detect(path: &Path, label: &str, kind: Kind, opts: &ReadOptions) -> Result<La
             Err(problem) => {
                 let file = format!("{label}, sheet {}", crate::job::quote_short(&sheet.name));
                 let error = IntakeError::columns(&file, &header.names, problem);
+                if chosen {
+                    // A sheet the user named is read or refused, never skipped.
+                    return Err(error);
+                }
                 skipped.push(skip("no x/y columns"));
                 first_problem.get_or_insert(error);
             }

@@ -164,7 +164,7 @@ fn sheets_and_header_row_options_choose() {
     assert_eq!(layout.tables[0].header_line, 3);
     assert_eq!(rows.len(), 2);
     let opts = ReadOptions {
-        sheets: Some(vec!["Other".into()]),
+        sheets: Some(vec!["부산".into(), "Other".into()]),
         ..ReadOptions::default()
     };
     let e = open(&path, "stores.xlsx", &opts).err().unwrap().to_string();
