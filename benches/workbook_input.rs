@@ -76,6 +76,8 @@ fn main() {
 }
 
 /// Runs a command to its end; its wall time and its own peak RSS (KiB, from wait4).
+// The child is reaped by wait4, which std's `wait` cannot do with the child's rusage.
+#[allow(clippy::zombie_processes)]
 fn run(cmd: &mut Command) -> (f64, i64) {
     let started = Instant::now();
     let child = cmd.spawn().expect("start the command");
@@ -114,7 +116,11 @@ fn read_through_intake(path: &Path) {
 fn generate(path: &Path, rows: u64) {
     let mut wb = Workbook::new();
     let date = Format::new().set_num_format("yyyy-mm-dd");
-    let ws = wb.add_worksheet_with_low_memory().set_name("점포").unwrap();
+    let ws = wb
+        .add_worksheet_with_low_memory()
+        .unwrap()
+        .set_name("점포")
+        .unwrap();
     let headers = [
         "번호",
         "업소명",
