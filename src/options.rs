@@ -24,6 +24,8 @@ pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
 pub const RATE_RANGE: (f64, f64) = (0.001, 10_000.0);
 pub const DAILY_QUOTA_RANGE: (u64, u64) = (1, 1_000_000_000);
 pub const CACHE_TTL_RANGE: (u64, u64) = (0, 10 * 365 * 86_400);
+/// Excel's rows: 1 to 1,048,576.
+pub const HEADER_ROW_RANGE: (u64, u64) = (1, 1_048_576);
 
 /// What a user asks of a job, as given: `geobatch convert` flags and `POST /jobs` form fields
 /// (same names, `sheet_by` is `--sheet-by`). Every value is text here; [`JobSpec::validate`]
@@ -52,6 +54,13 @@ pub struct JobSpec {
     /// Field delimiter: , ; | or tab; unset: detected.
     #[arg(long)]
     pub delimiter: Option<String>,
+    /// Workbooks: read only these sheets (comma-separated names); unset: every visible sheet.
+    #[arg(long, value_name = "NAME,NAME")]
+    pub sheets: Option<String>,
+    /// Workbooks: the 1-based row naming the columns in every sheet read; unset: the first
+    /// row with values (one-cell title rows above it skipped).
+    #[arg(long, value_name = "N")]
+    pub header_row: Option<String>,
     /// Transform engine: builtin, or postgis (PostGIS ST_Transform; needs DATABASE_URL or
     /// GEOBATCH_POSTGIS_URL) [default: builtin].
     #[arg(long)]
@@ -122,6 +131,10 @@ pub struct ReadOptions {
     pub delimiter: Option<u8>,
     pub x_column: Option<String>,
     pub y_column: Option<String>,
+    /// Workbooks: the sheets to read (None: every visible one).
+    pub sheets: Option<Vec<String>>,
+    /// Workbooks: the 1-based header row (None: detected).
+    pub header_row: Option<u32>,
 }
 
 /// The job's options, checked. Stored with the job (JSON); stages receive them typed.
@@ -363,6 +376,11 @@ impl JobSpec {
                 delimiter,
                 x_column: text("x", self.x)?,
                 y_column: text("y", self.y)?,
+                sheets: text("sheets", self.sheets)?.map(|s| parse_sheets(&s)),
+                header_row: text("header_row", self.header_row)?
+                    .map(|n| parse_in_range("header_row", &n, HEADER_ROW_RANGE, "rows"))
+                    .transpose()?
+                    .map(|n| n as u32),
             },
             sheet_by: text("sheet_by", self.sheet_by)?,
             engine,
@@ -389,6 +407,15 @@ pub fn parse_delimiter(s: &str) -> Result<u8, String> {
             quote_short(other)
         )),
     }
+}
+
+/// `Stores, 2024`: the names between commas, trimmed, empty ones dropped.
+fn parse_sheets(s: &str) -> Vec<String> {
+    s.split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .map(String::from)
+        .collect()
 }
 
 /// `10`, `10/s`, `0.5 /s`: requests per second within [`RATE_RANGE`].
@@ -497,6 +524,10 @@ mod tests {
             "1000",
             "--cache-ttl",
             "60",
+            "--sheets",
+            "서울, 부산,",
+            "--header-row",
+            "3",
         ])
         .unwrap()
         .spec;
@@ -512,6 +543,8 @@ mod tests {
             ("rate", "5/s"),
             ("daily_quota", "1000"),
             ("cache_ttl", "60"),
+            ("sheets", "서울, 부산,"),
+            ("header_row", "3"),
         ])
         .unwrap();
         let a = cli.validate(&ctx(Origin::CommandLine)).unwrap();
@@ -521,6 +554,8 @@ mod tests {
         assert_eq!(a.target(), Epsg::new(5186));
         assert_eq!(a.read.delimiter, Some(b'\t'));
         assert_eq!(a.read.y_column, None);
+        assert_eq!(a.read.sheets, Some(vec!["서울".into(), "부산".into()]));
+        assert_eq!(a.read.header_row, Some(3));
         assert_eq!(a.engine(), EngineKind::Postgis);
         assert_eq!(a.lookup.as_deref(), Some("kakao"));
         assert_eq!(
@@ -559,6 +594,9 @@ mod tests {
                 e.message.contains("0.001") && e.message.contains("10000"),
                 "{e}"
             );
+        }
+        for bad in ["0", "1048577", "-1", "two"] {
+            assert_eq!(v(&[("header_row", bad)]).unwrap_err().option, "header_row");
         }
         let e = v(&[("lookup", "kakao"), ("daily_quota", "0")]).unwrap_err();
         assert_eq!(e.option, "daily_quota");

@@ -1,5 +1,6 @@
-//! The watched folder: a CSV dropped into `inbox/` becomes a job; its workbook appears in
-//! `outbox/`; the CSV moves to `done/`, or to `failed/` beside a `<name>.error.txt`.
+//! The watched folder: a CSV or workbook (xlsx, xlsm, xls, ods) dropped into `inbox/` becomes
+//! a job; its workbook appears in `outbox/`; the input moves to `done/`, or to `failed/`
+//! beside a `<name>.error.txt`.
 //!
 //! A claimed file is renamed into `processing/<job>--<name>` before the job is submitted, so a
 //! restart finds it there (with the job id in its name) instead of taking it as a new file.
@@ -19,6 +20,9 @@ use std::time::{Duration, SystemTime};
 use crate::job::{JobId, JobState};
 use crate::options::JobOptions;
 use crate::pipeline::{JobInput, Pipeline};
+
+/// Files the watched folder takes: CSV and workbooks.
+const ACCEPTED_EXTENSIONS: [&str; 5] = ["csv", "xlsx", "xlsm", "xls", "ods"];
 
 const POLL: Duration = Duration::from_millis(500);
 /// Bytes of a file name kept in `processing/<job>--<name>` (names are at most 255 bytes).
@@ -112,12 +116,15 @@ async fn poll_inbox(
     for entry in std::fs::read_dir(inbox).map_err(|e| named(inbox, e))? {
         let entry = entry.map_err(|e| named(inbox, e))?;
         let path = entry.path();
-        let is_csv = path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        let accepted = path.extension().is_some_and(|e| {
+            ACCEPTED_EXTENSIONS
+                .iter()
+                .any(|a| e.eq_ignore_ascii_case(a))
+        });
         let name = entry.file_name().to_string_lossy().into_owned();
         let file_type = entry.file_type().map_err(|e| named(&path, e))?;
-        if !is_csv || name.starts_with('.') || file_type.is_dir() {
+        // Office's lock file of an open workbook ("~$stores.xlsx") is no input.
+        if !accepted || name.starts_with('.') || name.starts_with("~$") || file_type.is_dir() {
             continue;
         }
         if file_type.is_symlink() {

@@ -114,7 +114,7 @@ async fn receive_upload(
             let label = field
                 .file_name()
                 .map(sanitize_file_name)
-                .unwrap_or_else(|| format!("upload-{}.csv", inputs.len() + 1));
+                .unwrap_or_else(|| format!("upload-{}", inputs.len() + 1));
             tokio::fs::create_dir_all(dir).await.map_err(stored)?;
             let path = dir.join(format!(
                 "{}-{}",
@@ -224,7 +224,7 @@ fn sanitize_file_name(name: &str) -> String {
         .collect();
     let clean = clean.trim_start_matches('.').trim().to_string();
     if clean.is_empty() {
-        "upload.csv".into()
+        "upload".into()
     } else {
         clean
     }

@@ -14,6 +14,7 @@ mod columns;
 mod csv;
 mod inspect;
 mod splitter;
+mod workbook;
 
 use std::io::{self, Read};
 use std::path::Path;
@@ -23,7 +24,9 @@ pub use columns::{find_columns, find_given, ColumnProblem};
 pub use csv::{CsvLayout, CsvSource};
 pub use inspect::{inspect, InspectError, Inspection, LIKELY_KOREAN_CRS};
 pub use splitter::SheetSplitter;
+pub use workbook::skipped_sheets;
 
+use crate::job::quote_short;
 pub use crate::job::{Cell, Layout, TableLayout};
 pub use crate::options::ReadOptions;
 
@@ -66,7 +69,8 @@ pub trait InputFormat: Send + Sync {
 
 /// Every input format, asked in this order; CSV, which reads any text, last.
 pub fn formats() -> &'static [&'static dyn InputFormat] {
-    static FORMATS: &[&dyn InputFormat] = &[&csv::CSV];
+    static FORMATS: &[&dyn InputFormat] =
+        &[&workbook::XLSX, &workbook::XLS, &workbook::ODS, &csv::CSV];
     FORMATS
 }
 
@@ -198,6 +202,30 @@ pub enum IntakeError {
     },
     #[error("{file}: the file changed since it was first read ({what}); submit it again")]
     Changed { file: String, what: String },
+    #[error(
+        "{file}: the workbook is password-protected; remove the password in Excel (File > \
+         Info > Protect Workbook), save it and submit it again"
+    )]
+    Encrypted { file: String },
+    #[error(
+        "{file}: cannot read the workbook ({reason}); open it in Excel and save it again, or \
+         save it as CSV"
+    )]
+    Damaged { file: String, reason: String },
+    #[error("{file}: {message}")]
+    NotWorkbook { file: String, message: String },
+    #[error(
+        "{file}: no sheet {} (option sheets); the sheets are: {}",
+        quote_short(.name),
+        list(.sheets)
+    )]
+    NoSheet {
+        file: String,
+        name: String,
+        sheets: Vec<String>,
+    },
+    #[error("{file}: no sheet to read: {why}")]
+    NoSheetLeft { file: String, why: String },
 }
 
 impl IntakeError {
@@ -206,6 +234,7 @@ impl IntakeError {
         match self {
             IntakeError::UnknownEncoding { .. } => Some("encoding"),
             IntakeError::BadDelimiter { .. } => Some("delimiter"),
+            IntakeError::NoSheet { .. } => Some("sheets"),
             IntakeError::NoColumns { .. } => Some("x"),
             IntakeError::NoColumn { axis, .. } | IntakeError::MissingColumn { axis, .. } => {
                 Some(axis)

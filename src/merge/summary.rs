@@ -125,6 +125,9 @@ fn describe_file(label: &str, layout: &Layout) -> String {
             t.y_name()
         ));
     }
+    for skipped in crate::intake::skipped_sheets(layout) {
+        parts.push(format!("sheet {skipped} skipped"));
+    }
     format!("{label} ({})", parts.join(", "))
 }
 

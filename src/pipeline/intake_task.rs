@@ -89,7 +89,6 @@ impl Pipeline {
         let bus = self.bus().await.ok_or(JobError::ShuttingDown)?;
         let job = self.job(id).await?;
         let files = self.store.files(id).await?;
-        self.store.set_state(id, JobState::Publishing, None).await?;
         let layouts: Vec<Layout> = files
             .iter()
             .map(|f| {
@@ -101,6 +100,13 @@ impl Pipeline {
                 })
             })
             .collect::<Result<_, _>>()?;
+        self.store
+            .set_state(
+                id,
+                JobState::Publishing,
+                skipped_note(&files, &layouts).as_deref(),
+            )
+            .await?;
         let tables: usize = layouts.iter().map(|l| l.tables.len()).sum();
         let mut splitter = SheetSplitter::new(
             job.options.sheet_by.clone(),
@@ -278,6 +284,20 @@ fn read_rows(
             return;
         }
     }
+}
+
+/// "Sheets skipped: a.xlsx "Notes" (hidden), …" when a workbook had sheets not read.
+fn skipped_note(files: &[JobFile], layouts: &[Layout]) -> Option<String> {
+    let skipped: Vec<String> = files
+        .iter()
+        .zip(layouts)
+        .flat_map(|(f, l)| {
+            intake::skipped_sheets(l)
+                .into_iter()
+                .map(move |s| format!("{} {s}", f.label))
+        })
+        .collect();
+    (!skipped.is_empty()).then(|| format!("sheets skipped: {}", skipped.join(", ")))
 }
 
 fn stem(label: &str) -> String {

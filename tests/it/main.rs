@@ -24,3 +24,4 @@ mod properties;
 mod restart;
 mod shutdown;
 mod watch_folder;
+mod workbook_input;
