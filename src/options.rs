@@ -19,6 +19,9 @@ pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// A cached address is fresh for 30 days unless `cache_ttl` says otherwise.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
 
+/// The output formats (`merge::formats()` has one writer for each; a test holds them equal).
+pub const OUTPUT_FORMATS: [&str; 4] = ["xlsx", "gpkg", "geojson", "csv"];
+
 /// Allowed ranges of the numeric options, checked at acceptance.
 pub const RATE_RANGE: (f64, f64) = (0.001, 10_000.0);
 pub const DAILY_QUOTA_RANGE: (u64, u64) = (1, 1_000_000_000);
@@ -73,6 +76,10 @@ pub struct JobSpec {
     /// a file holding it.
     #[arg(long, value_name = "FILE")]
     pub lookup_template: Option<String>,
+    /// Output formats: xlsx, gpkg (GeoPackage), geojson, csv; several comma-separated, e.g.
+    /// xlsx,gpkg [default: xlsx; convert: from the extension of -o].
+    #[arg(long, value_name = "FORMATS")]
+    pub format: Option<String>,
 }
 
 /// Where the options came from: a file name is read only from the command line.
@@ -142,6 +149,8 @@ pub struct JobOptions {
     pub cache_ttl: Option<u64>,
     /// The provider's own configuration (the template of `lookup template`).
     pub lookup_template: Option<serde_json::Value>,
+    /// The output formats, each once, in the order given (empty: xlsx).
+    pub formats: Vec<String>,
     /// Set by `convert` only: a digest of its input files and options. A `convert` job belongs
     /// to its process: a later `convert` with the same digest resumes it, `serve` never does.
     pub input_digest: Option<String>,
@@ -158,6 +167,14 @@ impl JobOptions {
 
     pub fn cache_ttl_secs(&self) -> u64 {
         self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS)
+    }
+
+    /// The output formats, xlsx when none was asked for.
+    pub fn formats(&self) -> Vec<&str> {
+        match self.formats.is_empty() {
+            true => vec![OUTPUT_FORMATS[0]],
+            false => self.formats.iter().map(String::as_str).collect(),
+        }
     }
 }
 
@@ -325,9 +342,34 @@ impl JobSpec {
             daily_quota,
             cache_ttl,
             lookup_template,
+            formats: text("format", self.format)?
+                .map(|f| parse_formats(&f).map_err(|m| err("format", m)))
+                .transpose()?
+                .unwrap_or_default(),
             input_digest: None,
         })
     }
+}
+
+/// `xlsx`, `gpkg,geojson`: known formats, each once, in the order given.
+pub fn parse_formats(s: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in s.split(',').map(|p| p.trim().trim_start_matches('.')) {
+        let f = OUTPUT_FORMATS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(part))
+            .ok_or_else(|| {
+                format!(
+                    "{} is not an output format; one or more of {}, comma-separated",
+                    quote_short(part),
+                    OUTPUT_FORMATS.join(", ")
+                )
+            })?;
+        if !out.iter().any(|o| o == f) {
+            out.push(f.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// `,` `;` `|` `tab` (or a literal tab) as the byte the CSV reader wants.
@@ -516,6 +558,11 @@ mod tests {
             e.starts_with("option from:") && e.contains("EPSG:<number>"),
             "{e}"
         );
+        let e = v(&[("format", "xlsx,shp")]).unwrap_err().to_string();
+        assert!(e.contains("\"shp\"") && e.contains("geojson"), "{e}");
+        let ok = v(&[("format", "GPKG, xlsx,gpkg")]).unwrap();
+        assert_eq!(ok.formats(), ["gpkg", "xlsx"]);
+        assert_eq!(v(&[]).unwrap().formats(), ["xlsx"]);
         let e = v(&[("engine", "proj")]).unwrap_err().to_string();
         assert!(e.contains("\"proj\"") && e.contains("postgis"), "{e}");
         let long = "x".repeat(MAX_OPTION_BYTES + 1);

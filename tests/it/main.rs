@@ -9,6 +9,7 @@ mod compose;
 mod convert_cli;
 mod crs_reference;
 mod external_broker;
+mod gis_output;
 mod http_api;
 mod isolation;
 mod lookup;
