@@ -304,4 +304,16 @@ async fn http_serves_each_requested_format() {
         let e = body["error"].as_str().unwrap();
         assert!(e.contains("gpkg, csv") && e.contains(ext), "{e}");
     }
+
+    // Deleting the job deletes every file it wrote.
+    let results = dir.path().join("results");
+    let files = || fs::read_dir(&results).unwrap().count();
+    assert_eq!(files(), 2, "the GeoPackage and the zip");
+    let res = client()
+        .delete(serve.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 204);
+    assert_eq!(files(), 0);
 }
