@@ -309,11 +309,6 @@ async fn http_serves_each_requested_format() {
     let results = dir.path().join("results");
     let files = || fs::read_dir(&results).unwrap().count();
     assert_eq!(files(), 2, "the GeoPackage and the zip");
-    let res = client()
-        .delete(serve.url(&format!("/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(delete_job(&serve, &id).await, 204);
     assert_eq!(files(), 0);
 }

@@ -832,3 +832,14 @@ pub fn gdal_features(path: &Path, layer: Option<&str>) -> Vec<serde_json::Value>
     let v: serde_json::Value = serde_json::from_str(&json).expect("ogr2ogr GeoJSON");
     v["features"].as_array().expect("features").clone()
 }
+
+/// `DELETE /jobs/{id}`: the status.
+pub async fn delete_job(serve: &Serve, id: &str) -> u16 {
+    client()
+        .delete(serve.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .expect("DELETE job")
+        .status()
+        .as_u16()
+}
