@@ -7,7 +7,7 @@
 use std::path::{Path, PathBuf};
 
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sqlx::{Connection, SqliteConnection};
+use sqlx::{ConnectOptions, Connection, SqliteConnection};
 use tokio::runtime::Handle;
 
 use super::{
@@ -72,7 +72,9 @@ pub(super) fn create(
             .filename(&partial)
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Off)
-            .synchronous(SqliteSynchronous::Off);
+            .synchronous(SqliteSynchronous::Off)
+            // Filling the R-tree of a million points is one long statement, not a problem.
+            .disable_statement_logging();
         let mut conn = SqliteConnection::connect_with(&options).await?;
         let mut ddl = format!(
             "PRAGMA application_id = {APPLICATION_ID}; PRAGMA user_version = {USER_VERSION};
