@@ -8,14 +8,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Instant;
 
+mod support;
+
 fn main() {
-    let rows: u64 = std::env::var("GEOBATCH_BENCH_ROWS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(1_000_000);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-convert");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let rows = support::rows(1_000_000);
+    let dir = support::fresh_dir("bench-convert");
     let input = dir.join("localdata.csv");
     let started = Instant::now();
     generate(&input, rows);
@@ -63,14 +60,7 @@ fn generate(path: &Path, rows: u64) {
         .unwrap();
     let mut line = String::new();
     // A deterministic walk over Korea in EPSG:5174 metres; every 997th row is bad.
-    let mut state: u64 = 0x9E37_79B9_7F4A_7C15;
-    for i in 0..rows {
-        state ^= state << 13;
-        state ^= state >> 7;
-        state ^= state << 17;
-        let x = 150_000.0 + (state % 250_000) as f64 + (state % 1000) as f64 / 1000.0;
-        let y =
-            200_000.0 + ((state >> 20) % 400_000) as f64 + ((state >> 8) % 1000) as f64 / 1000.0;
+    for (i, (x, y)) in (0..rows).zip(support::Walk::default()) {
         let (xs, ys) = if i % 997 == 0 {
             ("-".to_string(), String::new())
         } else {

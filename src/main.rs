@@ -62,7 +62,8 @@ struct ConvertArgs {
     /// Input CSV files: one worksheet each (or per --sheet-by value).
     #[arg(required = true)]
     inputs: Vec<PathBuf>,
-    /// The workbook to write.
+    /// The result file to write; its extension (.xlsx, .gpkg, .geojson, .csv) is the format
+    /// unless --format says (several formats: each file gets its format's extension).
     #[arg(short, long)]
     output: PathBuf,
     #[command(flatten)]
@@ -324,6 +325,12 @@ async fn convert(settings: Settings, args: ConvertArgs) -> anyhow::Result<ExitCo
             return Ok(ExitCode::from(2));
         }
     };
+    // `-o out.gpkg` without --format: the extension says which.
+    if options.formats.is_empty() {
+        if let Some(ext) = args.output.extension().and_then(|e| e.to_str()) {
+            options.formats = geobatch::options::parse_formats(ext).unwrap_or_default();
+        }
+    }
     options.output = Some(std::path::absolute(&args.output)?);
     let pipeline = Pipeline::open(settings).await?;
     on_signals(pipeline.shutdown_token());

@@ -437,6 +437,72 @@ impl Crs {
     fn def(&self) -> Def {
         lookup(self.epsg).expect("a Crs is only built for a known code")
     }
+
+    /// The OGC WKT (version 1, as GeoPackage's `gpkg_spatial_ref_sys` wants) of this CRS.
+    /// Korean 1985's `TOWGS84` is the builtin Molodensky-Badekas operation written as the
+    /// equivalent Helmert transformation (see [`korean_1985_towgs84`]).
+    pub fn wkt(&self) -> String {
+        let def = self.def();
+        let ell = def.datum.ellipsoid();
+        let (datum, datum_code, ell_code, geog_code, towgs84) = match def.datum {
+            Datum::Wgs84 => ("WGS_1984", 6326, 7030, 4326, String::new()),
+            Datum::Kgd2002 => (
+                "Geocentric_datum_of_Korea",
+                6737,
+                7019,
+                4737,
+                ",TOWGS84[0,0,0,0,0,0,0]".to_string(),
+            ),
+            Datum::Korean1985 => {
+                let t = korean_1985_towgs84().map(|v| format!("{v}")).join(",");
+                (
+                    "Korean_Datum_1985",
+                    6162,
+                    7004,
+                    4162,
+                    format!(",TOWGS84[{t}]"),
+                )
+            }
+        };
+        let geogcs = format!(
+            "GEOGCS[\"{}\",DATUM[\"{datum}\",SPHEROID[\"{}\",{},{},\
+             AUTHORITY[\"EPSG\",\"{ell_code}\"]]{towgs84},\
+             AUTHORITY[\"EPSG\",\"{datum_code}\"]],PRIMEM[\"Greenwich\",0],\
+             UNIT[\"degree\",0.0174532925199433],AUTHORITY[\"EPSG\",\"{geog_code}\"]]",
+            def.datum.name(),
+            ell.name(),
+            ell.a(),
+            1.0 / ell.f(),
+        );
+        let (projection, lat0, lon0, k0, x0, y0) = match def.method {
+            Method::Geographic => return geogcs,
+            Method::WebMercator => ("Mercator_1SP", 0.0, 0.0, 1.0, 0.0, 0.0),
+            Method::Tmerc(t) => ("Transverse_Mercator", t.lat0, t.lon0, t.k0, t.x0, t.y0),
+        };
+        format!(
+            "PROJCS[\"{}\",{geogcs},PROJECTION[\"{projection}\"],\
+             PARAMETER[\"latitude_of_origin\",{lat0}],PARAMETER[\"central_meridian\",{lon0}],\
+             PARAMETER[\"scale_factor\",{k0}],PARAMETER[\"false_easting\",{x0}],\
+             PARAMETER[\"false_northing\",{y0}],UNIT[\"metre\",1],AXIS[\"Easting\",EAST],\
+             AXIS[\"Northing\",NORTH],AUTHORITY[\"EPSG\",\"{}\"]]",
+            def.name, self.epsg
+        )
+    }
+}
+
+/// The builtin Korean 1985 to WGS 84 operation (EPSG:5191, Molodensky-Badekas about a pivot,
+/// coordinate frame rotation) as the one WKT 1 can state: `TOWGS84[tx,ty,tz,rx,ry,rz,ppm]`,
+/// position vector rotations. Rotating about the pivot `P` is rotating about the origin with
+/// the translation `T + P - sRP`; position vector angles are the coordinate frame ones negated.
+pub fn korean_1985_towgs84() -> [f64; 7] {
+    let mb = MolodenskyBadekas::korean_1985();
+    let mut t = [0.0; 3];
+    for (i, t) in t.iter_mut().enumerate() {
+        let rp: f64 = (0..3).map(|j| mb.r[i][j] * MB_PIVOT[j]).sum();
+        *t = MB_T[i] + MB_PIVOT[i] - mb.scale * rp;
+    }
+    let [rx, ry, rz] = MB_R_ARCSEC.map(|r| -r);
+    [t[0], t[1], t[2], rx, ry, rz, MB_S_PPM]
 }
 
 impl fmt::Display for Crs {
@@ -1033,6 +1099,43 @@ mod tests {
                 assert!((back - phi).abs() < 1e-14, "{deg}: {back} vs {phi}");
             }
         }
+    }
+
+    /// The WKT's TOWGS84 (position vector Helmert) moves a point exactly where the builtin
+    /// Molodensky-Badekas does.
+    #[test]
+    fn towgs84_is_the_builtin_operation() {
+        let [tx, ty, tz, rx, ry, rz, ppm] = korean_1985_towgs84();
+        let [rx, ry, rz] = [rx, ry, rz].map(|r| r * ARCSEC);
+        let s = 1.0 + ppm * 1e-6;
+        let mb = MolodenskyBadekas::korean_1985();
+        let cart = Cart::new(Ellipsoid::Bessel1841);
+        for (lon, lat) in [(127.0, 37.5), (126.5, 33.4), (129.5, 38.3), (124.0, 35.0)] {
+            let p = cart.to_geocentric(f64::to_radians(lon), f64::to_radians(lat));
+            let helmert = [
+                tx + s * (p[0] - rz * p[1] + ry * p[2]),
+                ty + s * (rz * p[0] + p[1] - rx * p[2]),
+                tz + s * (-ry * p[0] + rx * p[1] + p[2]),
+            ];
+            let builtin = mb.forward(p);
+            for i in 0..3 {
+                assert!(
+                    (helmert[i] - builtin[i]).abs() < 1e-6,
+                    "{lon} {lat}: {helmert:?} vs {builtin:?}"
+                );
+            }
+        }
+        let wkt = crs(5174).wkt();
+        assert!(
+            wkt.starts_with(
+                "PROJCS[\"Korean 1985 / Modified Central Belt\",GEOGCS[\"Korean 1985\""
+            ),
+            "{wkt}"
+        );
+        assert!(
+            wkt.contains(",TOWGS84[") && wkt.ends_with("AUTHORITY[\"EPSG\",\"5174\"]]"),
+            "{wkt}"
+        );
     }
 
     /// Forward then inverse Transverse Mercator returns to the start, far from the central

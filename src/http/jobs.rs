@@ -12,6 +12,7 @@ use serde_json::json;
 
 use super::{ApiError, AppState};
 use crate::job::{JobId, JobState};
+use crate::merge::{self, OutputFormat};
 use crate::pipeline::JobError;
 use crate::secret::percent_encode;
 use crate::store::{JobRecord, SheetRecord};
@@ -45,7 +46,8 @@ fn job_view(job: JobRecord, sheets: Vec<SheetRecord>) -> JobView {
     let done = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
     let failed = sheets.iter().map(|s| s.rows_failed).sum();
     JobView {
-        result_url: (job.state == JobState::Done).then(|| format!("/jobs/{}/result.xlsx", job.id)),
+        result_url: (job.state == JobState::Done)
+            .then(|| format!("/jobs/{}/result.{}", job.id, job.options.formats()[0])),
         id: job.id,
         label: job.label,
         state: job.state,
@@ -130,18 +132,29 @@ pub(super) async fn retry(
     }
 }
 
+/// `GET /jobs/{id}/result.<format>`: the file of one of the job's output formats; 404 for a
+/// format the job did not ask for, 409 while it is not done. A CSV result of several sheets is
+/// a zip.
 pub(super) async fn download(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
+    st: AppState,
+    id: String,
+    format: &'static OutputFormat,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    let job = st
-        .pipeline
-        .store()
-        .job(&id)
-        .await?
-        .ok_or_else(|| not_found(&id))?;
-    let path = match (job.state, &job.output_path) {
+    let store = st.pipeline.store();
+    let job = store.job(&id).await?.ok_or_else(|| not_found(&id))?;
+    let ext = format.extension;
+    let formats = job.options.formats();
+    if !formats.contains(&ext) {
+        return Err(ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!(
+                "job {id} has no {ext} result; its formats are {} (option format)",
+                formats.join(", ")
+            ),
+        ));
+    }
+    let stored = match (job.state, &job.output_path) {
         (JobState::Done, Some(p)) => PathBuf::from(p),
         (JobState::Failed, _) => {
             return Err(ApiError::new(
@@ -155,16 +168,23 @@ pub(super) async fn download(
         (state, _) => {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
-                format!("job {id} is {state}; the workbook is not ready yet"),
+                format!("job {id} is {state}; the {ext} result is not ready yet"),
             ))
         }
     };
+    let sheets = store.sheets(&id).await?.len();
+    let path = merge::result_path(&stored, &formats, ext, sheets);
     let file = tokio::fs::File::open(&path).await.map_err(|e| {
         ApiError::new(
             StatusCode::GONE,
-            format!("the workbook of job {id} is gone: {e}"),
+            format!("the {ext} result of job {id} is gone: {e}"),
         )
     })?;
+    let file_ext = merge::file_extension(ext, sheets);
+    let content_type = match file_ext {
+        "zip" => "application/zip",
+        _ => format.content_type,
+    };
     let stem = std::path::Path::new(&job.label)
         .file_stem()
         .map(|s| s.to_string_lossy().into_owned())
@@ -181,14 +201,11 @@ pub(super) async fn download(
         .collect();
     Ok((
         [
-            (
-                header::CONTENT_TYPE,
-                "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet".to_string(),
-            ),
+            (header::CONTENT_TYPE, content_type.to_string()),
             (
                 header::CONTENT_DISPOSITION,
                 format!(
-                    "attachment; filename=\"{ascii}.xlsx\"; filename*=UTF-8''{}.xlsx",
+                    "attachment; filename=\"{ascii}.{file_ext}\"; filename*=UTF-8''{}.{file_ext}",
                     percent_encode(&stem)
                 ),
             ),

@@ -12,7 +12,7 @@ use std::sync::Arc;
 pub use auth::Tokens;
 pub use server::{serve, Timeouts};
 
-use axum::extract::{DefaultBodyLimit, State};
+use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
@@ -40,12 +40,21 @@ pub struct HttpConfig {
 }
 
 pub fn router(pipeline: Arc<Pipeline>, config: HttpConfig) -> Router {
-    Router::new()
+    let mut router = Router::new();
+    // `GET /jobs/{id}/result.<ext>` for every output format.
+    for format in crate::merge::formats() {
+        router = router.route(
+            &format!("/jobs/{{id}}/result.{}", format.extension),
+            get(move |State(st): State<AppState>, Path(id): Path<String>| {
+                jobs::download(st, id, format)
+            }),
+        );
+    }
+    router
         .route("/", get(page))
         .route("/options", get(options))
         .route("/jobs", get(jobs::list).post(upload::create_job))
         .route("/jobs/{id}", get(jobs::status).delete(jobs::delete))
-        .route("/jobs/{id}/result.xlsx", get(jobs::download))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics))

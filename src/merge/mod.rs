@@ -6,6 +6,9 @@
 //! Each row goes to every [`ResultWriter`]; an output format is one writer (in its own module)
 //! and one line in [`formats`].
 
+mod csv;
+mod geojson;
+mod gpkg;
 mod summary;
 mod warnings;
 mod xlsx;
@@ -39,12 +42,58 @@ pub enum MergeError {
         #[source]
         source: std::io::Error,
     },
+    #[error("writing the GeoPackage: {0}")]
+    Sqlite(#[from] sqlx::Error),
+    #[error("writing the zip of CSV files: {0}")]
+    Zip(#[from] zip::result::ZipError),
     #[error(transparent)]
     Intake(#[from] IntakeError),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("merging: {0}")]
     Inconsistent(String),
+}
+
+impl MergeError {
+    fn io(path: &Path, source: std::io::Error) -> MergeError {
+        MergeError::Io {
+            path: path.display().to_string(),
+            source,
+        }
+    }
+}
+
+/// Where a writer puts its file until it is complete: beside it, `.partial` added.
+fn partial_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(".partial");
+    PathBuf::from(name)
+}
+
+/// Names made unique without regard to case (SQLite's columns, JSON keys people read): a blank
+/// name is `<blank>_<position>`, a repeated one gets `_2`, `_3`…; `taken` are reserved.
+fn unique_names(
+    names: impl Iterator<Item = String>,
+    blank: &str,
+    mut taken: Vec<String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for (i, name) in names.enumerate() {
+        let name = name.trim();
+        let base = match name.is_empty() {
+            true => format!("{blank}_{}", i + 1),
+            false => name.to_string(),
+        };
+        let mut candidate = base.clone();
+        let mut n = 2;
+        while taken.iter().any(|t| t.eq_ignore_ascii_case(&candidate)) {
+            candidate = format!("{base}_{n}");
+            n += 1;
+        }
+        taken.push(candidate.clone());
+        out.push(candidate);
+    }
+    out
 }
 
 /// An output sheet (or layer) and its columns.
@@ -108,15 +157,64 @@ pub type CreateWriter = fn(&Path, &OutputPlan<'_>) -> Result<Box<dyn ResultWrite
 /// An output format: its file extension and how to start a file of it.
 pub struct OutputFormat {
     pub extension: &'static str,
+    /// The HTTP content type of its file.
+    pub content_type: &'static str,
     pub create: CreateWriter,
 }
 
-/// Every output format.
+/// Every output format (the names `options::OUTPUT_FORMATS` accepts).
 pub fn formats() -> &'static [OutputFormat] {
-    &[OutputFormat {
-        extension: "xlsx",
-        create: xlsx::create,
-    }]
+    &[
+        OutputFormat {
+            extension: "xlsx",
+            content_type: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+            create: xlsx::create,
+        },
+        OutputFormat {
+            extension: "gpkg",
+            content_type: "application/geopackage+sqlite3",
+            create: gpkg::create,
+        },
+        OutputFormat {
+            extension: "geojson",
+            content_type: "application/geo+json",
+            create: geojson::create,
+        },
+        OutputFormat {
+            extension: "csv",
+            content_type: "text/csv; charset=utf-8",
+            create: csv::create,
+        },
+    ]
+}
+
+/// The file extension of a format's output: a job of several sheets gets its CSV files in a
+/// zip.
+pub fn file_extension(format: &str, sheets: usize) -> &str {
+    match format {
+        "csv" if sheets > 1 => "zip",
+        other => other,
+    }
+}
+
+/// Where a format's file goes, from the path of the job's output (`-o`, the watched folder's
+/// outbox, or `<data dir>/results/<job>.xlsx`): that path itself for the only format when its
+/// extension names no other format (`-o out.gpkg`, `-o result.dat`), else that path with the
+/// format's extension (`out.xlsx` + `out.gpkg`).
+pub fn result_path(output: &Path, formats: &[&str], format: &str, sheets: usize) -> PathBuf {
+    let ext = file_extension(format, sheets);
+    let names_other = output.extension().is_some_and(|e| {
+        let e = e.to_string_lossy();
+        !e.eq_ignore_ascii_case(format)
+            && crate::options::OUTPUT_FORMATS
+                .iter()
+                .any(|f| e.eq_ignore_ascii_case(f))
+    });
+    if formats.len() == 1 && !names_other && output.extension().is_none_or(|e| e != format) {
+        output.to_path_buf()
+    } else {
+        output.with_extension(ext)
+    }
 }
 
 /// The format of this extension.
@@ -460,35 +558,4 @@ fn values_of<'a>(
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn new_columns_avoid_clashes() {
-        let crs = |code| CrsInfo::from(crate::convert::crs::Crs::from_code(code).unwrap());
-        let headers = vec!["name".to_string(), "LON".to_string(), "status".to_string()];
-        assert_eq!(
-            new_column_names(&headers, &crs("EPSG:4326"), &[]),
-            ["lon_geobatch", "lat", "status_geobatch", "error"].map(String::from)
-        );
-        assert_eq!(
-            new_column_names(&headers, &crs("EPSG:5186"), &[])[0],
-            "x_5186"
-        );
-        let headers = vec!["Address".to_string(), "lat".to_string()];
-        let added = ["address", "road_address", "building_name"].map(String::from);
-        assert_eq!(
-            new_column_names(&headers, &crs("EPSG:4326"), &added),
-            [
-                "lon",
-                "lat_geobatch",
-                "address_geobatch",
-                "road_address",
-                "building_name",
-                "status",
-                "error"
-            ]
-            .map(String::from)
-        );
-    }
-}
+mod tests;

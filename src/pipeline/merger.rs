@@ -98,7 +98,21 @@ impl Pipeline {
             }
             Err(e) => return Err(e.into()),
         };
-        let xlsx = merge::format("xlsx").expect("the xlsx writer is built in");
+        let formats = job.options.formats();
+        let sheets = self.store.sheets(id).await?.len();
+        let outputs = formats
+            .iter()
+            .map(|f| {
+                let format = merge::format(f).ok_or_else(|| {
+                    JobError::from(merge::MergeError::Inconsistent(format!(
+                        "no writer for the output format {f:?}"
+                    )))
+                })?;
+                Ok((merge::result_path(&output, &formats, f, sheets), format))
+            })
+            .collect::<Result<Vec<_>, JobError>>()?;
+        // The first format's file is the job's output; the others sit beside it.
+        let output = outputs[0].0.clone();
         let counts = merge::merge_job(
             &self.store,
             MergeJob {
@@ -106,7 +120,7 @@ impl Pipeline {
                 source: plan.source(),
                 target: plan.target(),
                 added_columns: added_columns(&job.options),
-                outputs: vec![(output.clone(), xlsx)],
+                outputs,
                 sheet_max_rows: self.settings.sheet_max_rows,
             },
         )
@@ -120,7 +134,8 @@ impl Pipeline {
             ok = counts.ok + counts.no_result + counts.ambiguous,
             failed = counts.failed,
             output = %output.display(),
-            "workbook written"
+            formats = %formats.join(","),
+            "results written"
         );
         self.bump();
         if !self.settings.delete_topics {

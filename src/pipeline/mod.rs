@@ -477,14 +477,23 @@ impl Pipeline {
     pub async fn delete_job(&self, id: &JobId) -> Result<bool, JobError> {
         let files = self.store.files(id).await?;
         let job = self.store.job(id).await?;
+        let sheets = self.store.sheets(id).await?.len();
         let gone = self.store.delete_job(id).await?;
         for f in files.iter().filter(|f| f.owned) {
             let _ = std::fs::remove_file(&f.path);
         }
         let _ = std::fs::remove_dir(self.upload_dir(id));
-        if let Some(out) = job.and_then(|j| j.output_path) {
-            if std::path::Path::new(&out).starts_with(&self.settings.data_dir) {
-                let _ = std::fs::remove_file(out);
+        if let Some(job) = job {
+            let formats = job.options.formats();
+            for out in job.output_path.iter().map(PathBuf::from) {
+                if out.starts_with(&self.settings.data_dir) {
+                    // Every format's file: the first is the stored path, the others beside it.
+                    for f in &formats {
+                        let _ = std::fs::remove_file(crate::merge::result_path(
+                            &out, &formats, f, sheets,
+                        ));
+                    }
+                }
             }
         }
         self.bump();

@@ -816,3 +816,40 @@ pub async fn start_spread_job(serve: &Serve, workers: &mut [Serve], rows: u64) -
     .await;
     id
 }
+
+/// Runs a GDAL command-line tool (`ogrinfo`, `ogr2ogr`: the independent reader of the GIS
+/// outputs); stdout and stderr. Fails with what to install when it is missing.
+pub fn gdal(tool: &str, args: &[&str]) -> (String, String) {
+    let out = Command::new(tool)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {tool} ({e}): install gdal-bin"));
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "{tool} {args:?} failed: {stderr}");
+    (stdout, stderr)
+}
+
+/// A layer (or a whole GeoJSON file) as GDAL reads it, re-written as GeoJSON features.
+pub fn gdal_features(path: &Path, layer: Option<&str>) -> Vec<serde_json::Value> {
+    let mut args = vec!["-f", "GeoJSON", "/vsistdout/", path.to_str().unwrap()];
+    args.extend(layer);
+    let (json, stderr) = gdal("ogr2ogr", &args);
+    assert!(
+        !stderr.contains("ERROR") && !stderr.contains("Warning"),
+        "{stderr}"
+    );
+    let v: serde_json::Value = serde_json::from_str(&json).expect("ogr2ogr GeoJSON");
+    v["features"].as_array().expect("features").clone()
+}
+
+/// `DELETE /jobs/{id}`: the status.
+pub async fn delete_job(serve: &Serve, id: &str) -> u16 {
+    client()
+        .delete(serve.url(&format!("/jobs/{id}")))
+        .send()
+        .await
+        .expect("DELETE job")
+        .status()
+        .as_u16()
+}

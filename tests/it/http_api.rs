@@ -94,12 +94,7 @@ async fn upload_then_download_cell_by_cell() {
         "the '-' row never reached a worker"
     );
 
-    let res = client()
-        .delete(serve.url(&format!("/jobs/{id}")))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(res.status(), 204);
+    assert_eq!(delete_job(&serve, &id).await, 204);
     let res = client()
         .get(serve.url(&format!("/jobs/{id}")))
         .send()

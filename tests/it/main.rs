@@ -11,6 +11,7 @@ mod crs_reference;
 mod data_integrity;
 mod db_faults;
 mod external_broker;
+mod gis_output;
 mod http_api;
 mod http_security;
 mod isolation;

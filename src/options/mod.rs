@@ -20,6 +20,9 @@ pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// A cached address is fresh for 30 days unless `cache_ttl` says otherwise.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
 
+/// The output formats (`merge::formats()` has one writer for each; a test holds them equal).
+pub const OUTPUT_FORMATS: [&str; 4] = ["xlsx", "gpkg", "geojson", "csv"];
+
 /// Allowed ranges of the numeric options, checked at acceptance.
 pub const RATE_RANGE: (f64, f64) = (0.001, 10_000.0);
 pub const DAILY_QUOTA_RANGE: (u64, u64) = (1, 1_000_000_000);
@@ -87,6 +90,10 @@ pub struct JobSpec {
     /// template. The upload form takes `template` (a name) instead.
     #[arg(long, value_name = "FILE")]
     pub lookup_template: Option<String>,
+    /// Output formats: xlsx, gpkg (GeoPackage), geojson, csv; several comma-separated, e.g.
+    /// xlsx,gpkg [default: xlsx; convert: from the extension of -o].
+    #[arg(long, value_name = "FORMATS")]
+    pub format: Option<String>,
 }
 
 /// Where the options came from: a file name is read only from the command line.
@@ -162,6 +169,8 @@ pub struct JobOptions {
     pub cache_ttl: Option<u64>,
     /// The provider's own configuration (the template of `lookup template`).
     pub lookup_template: Option<serde_json::Value>,
+    /// The output formats, each once, in the order given (empty: xlsx).
+    pub formats: Vec<String>,
     /// Set by `convert` only: a digest of its input files and options. A `convert` job belongs
     /// to its process: a later `convert` with the same digest resumes it, `serve` never does.
     pub input_digest: Option<String>,
@@ -178,6 +187,14 @@ impl JobOptions {
 
     pub fn cache_ttl_secs(&self) -> u64 {
         self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS)
+    }
+
+    /// The output formats, xlsx when none was asked for.
+    pub fn formats(&self) -> Vec<&str> {
+        match self.formats.is_empty() {
+            true => vec![OUTPUT_FORMATS[0]],
+            false => self.formats.iter().map(String::as_str).collect(),
+        }
     }
 }
 
@@ -390,9 +407,34 @@ impl JobSpec {
             daily_quota,
             cache_ttl,
             lookup_template,
+            formats: text("format", self.format)?
+                .map(|f| parse_formats(&f).map_err(|m| err("format", m)))
+                .transpose()?
+                .unwrap_or_default(),
             input_digest: None,
         })
     }
+}
+
+/// `xlsx`, `gpkg,geojson`: known formats, each once, in the order given.
+pub fn parse_formats(s: &str) -> Result<Vec<String>, String> {
+    let mut out: Vec<String> = Vec::new();
+    for part in s.split(',').map(|p| p.trim().trim_start_matches('.')) {
+        let f = OUTPUT_FORMATS
+            .iter()
+            .find(|f| f.eq_ignore_ascii_case(part))
+            .ok_or_else(|| {
+                format!(
+                    "{} is not an output format; one or more of {}, comma-separated",
+                    quote_short(part),
+                    OUTPUT_FORMATS.join(", ")
+                )
+            })?;
+        if !out.iter().any(|o| o == f) {
+            out.push(f.to_string());
+        }
+    }
+    Ok(out)
 }
 
 /// `,` `;` `|` `tab` (or a literal tab) as the byte the CSV reader wants.
@@ -481,155 +523,4 @@ fn read_template(given: &str, origin: Origin) -> Result<serde_json::Value, Optio
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use clap::Parser;
-
-    fn ctx(origin: Origin) -> OptionContext {
-        OptionContext {
-            origin,
-            providers: vec!["kakao", "vworld", "nominatim", "template"],
-            templates: Default::default(),
-        }
-    }
-
-    #[derive(Parser)]
-    struct Cli {
-        #[command(flatten)]
-        spec: JobSpec,
-    }
-
-    /// The command line and the form give the same options.
-    #[test]
-    fn cli_and_form_give_the_same_options() {
-        let cli = Cli::try_parse_from([
-            "x",
-            "--from",
-            "EPSG:5174",
-            "--to",
-            "5186",
-            "--x",
-            "좌표정보(x)",
-            "--sheet-by",
-            "시도",
-            "--delimiter",
-            "tab",
-            "--engine",
-            "postgis",
-            "--lookup",
-            "Kakao",
-            "--rate",
-            "5/s",
-            "--daily-quota",
-            "1000",
-            "--cache-ttl",
-            "60",
-            "--sheets",
-            "서울, 부산,",
-            "--header-row",
-            "3",
-        ])
-        .unwrap()
-        .spec;
-        let form = JobSpec::from_fields([
-            ("from", "EPSG:5174"),
-            ("to", "5186"),
-            ("x", "좌표정보(x)"),
-            ("y", " "),
-            ("sheet_by", "시도"),
-            ("delimiter", "tab"),
-            ("engine", "postgis"),
-            ("lookup", "Kakao"),
-            ("rate", "5/s"),
-            ("daily_quota", "1000"),
-            ("cache_ttl", "60"),
-            ("sheets", "서울, 부산,"),
-            ("header_row", "3"),
-        ])
-        .unwrap();
-        let a = cli.validate(&ctx(Origin::CommandLine)).unwrap();
-        let b = form.validate(&ctx(Origin::Form)).unwrap();
-        assert_eq!(a, b);
-        assert_eq!(a.from, Some(Epsg::new(5174)));
-        assert_eq!(a.target(), Epsg::new(5186));
-        assert_eq!(a.read.delimiter, Some(b'\t'));
-        assert_eq!(a.read.y_column, None);
-        assert_eq!(a.read.sheets, Some(vec!["서울".into(), "부산".into()]));
-        assert_eq!(a.read.header_row, Some(3));
-        assert_eq!(a.engine(), EngineKind::Postgis);
-        assert_eq!(a.lookup.as_deref(), Some("kakao"));
-        assert_eq!(
-            (a.rate, a.daily_quota, a.cache_ttl),
-            (Some(5.0), Some(1000), Some(60))
-        );
-    }
-
-    #[test]
-    fn every_option_is_documented_once() {
-        let docs = JobSpec::docs();
-        let names: Vec<&str> = docs.iter().map(|d| d.name.as_str()).collect();
-        assert_eq!(names[..3], ["from", "to", "x"]);
-        assert!(names.contains(&"sheet_by") && names.contains(&"lookup_template"));
-        assert!(docs.iter().all(|d| !d.help.is_empty()), "{docs:?}");
-        let e = JobSpec::from_fields([("fromm", "x")])
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("\"fromm\"") && e.contains("sheet_by"), "{e}");
-    }
-
-    #[test]
-    fn errors_name_the_option_and_its_range() {
-        let v = |pairs: &[(&str, &str)]| {
-            JobSpec::from_fields(pairs.iter().copied())
-                .unwrap()
-                .validate(&ctx(Origin::Form))
-        };
-        let e = v(&[("rate", "5")]).unwrap_err();
-        assert_eq!(e.option, "rate");
-        assert!(e.to_string().contains("needs option lookup"), "{e}");
-        for bad in ["1e308", "1e10", "1e-300", "0", "-1", "NaN", "inf", "fast"] {
-            let e = v(&[("lookup", "kakao"), ("rate", bad)]).unwrap_err();
-            assert_eq!(e.option, "rate", "{bad}");
-            assert!(
-                e.message.contains("0.001") && e.message.contains("10000"),
-                "{e}"
-            );
-        }
-        for bad in ["0", "1048577", "-1", "two"] {
-            assert_eq!(v(&[("header_row", bad)]).unwrap_err().option, "header_row");
-        }
-        let e = v(&[("lookup", "kakao"), ("daily_quota", "0")]).unwrap_err();
-        assert_eq!(e.option, "daily_quota");
-        let e = v(&[("lookup", "google")]).unwrap_err().to_string();
-        assert!(e.contains("\"google\"") && e.contains("nominatim"), "{e}");
-        let e = v(&[("from", "EPSG:abc")]).unwrap_err().to_string();
-        assert!(
-            e.starts_with("option from:") && e.contains("EPSG:<number>"),
-            "{e}"
-        );
-        let e = v(&[("engine", "proj")]).unwrap_err().to_string();
-        assert!(e.contains("\"proj\"") && e.contains("postgis"), "{e}");
-        let long = "x".repeat(MAX_OPTION_BYTES + 1);
-        let e = v(&[("sheet_by", &long)]).unwrap_err();
-        assert_eq!(e.option, "sheet_by");
-        assert!(e.to_string().len() < 300);
-        let e = v(&[("lookup", "template"), ("lookup_template", "/etc/passwd")]).unwrap_err();
-        assert!(e.to_string().contains("pick one by name"), "{e}");
-    }
-
-    #[test]
-    fn options_stored_by_earlier_versions_still_read() {
-        let old: JobOptions = serde_json::from_str(
-            r#"{"from":"EPSG:5174","to":null,"sheet_by":null,"engine":null,"output":null}"#,
-        )
-        .unwrap();
-        assert_eq!(old.from, Some(Epsg::new(5174)));
-        assert!(old.lookup.is_none());
-        let opts = JobSpec::from_fields([("lookup", "kakao"), ("rate", "4")])
-            .unwrap()
-            .validate(&ctx(Origin::Form))
-            .unwrap();
-        let json = serde_json::to_string(&opts).unwrap();
-        assert_eq!(serde_json::from_str::<JobOptions>(&json).unwrap(), opts);
-    }
-}
+mod tests;
