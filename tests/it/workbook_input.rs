@@ -1,5 +1,5 @@
 //! Workbooks in: every worksheet its own sheet and topic, cells as the user sees them, by
-//! upload and by `convert`, checked cell by cell in the result workbook.
+//! upload and by `convert`, checked cell by cell in the result workbook (and, for the upload, in the GeoPackage as GDAL reads it).
 //!
 //! `tests/data/two_sheets.ods` was made once with GDAL (`gdal-bin`) from two CSVs with `.csvt`
 //! type files (`"String","String","Real","Real"` and `"String","Real","Real"`):
@@ -183,7 +183,12 @@ fn check_result(book: &Book, sheets: &[Sheet]) {
 async fn a_three_sheet_upload_gives_three_sheets_and_topics_every_row_once_in_order() {
     let dir = tempdir();
     let serve = Serve::start(&dir, &[]);
-    let (status, body) = upload(&serve, &[("stores.xlsx", three_sheet_xlsx())], &[]).await;
+    let (status, body) = upload(
+        &serve,
+        &[("stores.xlsx", three_sheet_xlsx())],
+        &[("format", "xlsx,gpkg")],
+    )
+    .await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
     let job = wait_done(&serve, &id).await;
@@ -204,6 +209,48 @@ async fn a_three_sheet_upload_gives_three_sheets_and_topics_every_row_once_in_or
     assert_eq!(job["rows_failed"], 1);
     let book = download_book(&serve, &id, &dir).await;
     check_result(&book, &sheets());
+    check_geopackage(&serve, &id, &dir).await;
+}
+
+/// The job's GeoPackage, read by GDAL: a layer per sheet, in input order, every cell as its
+/// text, a point for each ok row and none for an error row.
+async fn check_geopackage(serve: &Serve, id: &str, dir: &TestDir) {
+    let res = client()
+        .get(serve.url(&format!("/jobs/{id}/result.gpkg")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    let path = dir.path().join(format!("{id}.gpkg"));
+    std::fs::write(&path, res.bytes().await.unwrap()).unwrap();
+    for sheet in sheets() {
+        let features = gdal_features(&path, Some(sheet.name));
+        assert_eq!(features.len(), sheet.rows.len(), "{}", sheet.name);
+        for (i, (want, f)) in sheet.rows.iter().zip(&features).enumerate() {
+            let at = format!("{} row {i}", sheet.name);
+            let props = &f["properties"];
+            for (name, v) in sheet.headers.iter().zip(want) {
+                let got = &props[*name];
+                match *v {
+                    V::T(s) => assert_eq!(got.as_str(), Some(s), "{at} {name}: {props}"),
+                    V::N(n) | V::F(_, n) => {
+                        let text = got
+                            .as_str()
+                            .unwrap_or_else(|| panic!("{at} {name}: {props}"));
+                        assert_eq!(text.parse::<f64>().ok(), Some(n), "{at} {name}: {props}");
+                    }
+                    V::D(.., iso) => assert_eq!(got.as_str(), Some(iso), "{at} {name}"),
+                    V::E => assert!(
+                        got.is_null() || got.as_str() == Some(""),
+                        "{at} {name}: {props}"
+                    ),
+                }
+            }
+            let error = sheet.errors.contains(&i);
+            assert_eq!(props["status"], if error { "error" } else { "ok" }, "{at}");
+            assert_eq!(f["geometry"].is_null(), error, "{at}: {f}");
+        }
+    }
 }
 
 #[test]
