@@ -1,5 +1,6 @@
 //! Workbooks in: every worksheet its own sheet and topic, cells as the user sees them, by
-//! upload and by `convert`, checked cell by cell in the result workbook (and, for the upload, in the GeoPackage as GDAL reads it).
+//! upload and by `convert`, checked cell by cell in the result workbook (and, for the upload,
+//! in the GeoPackage as GDAL reads it).
 //!
 //! `tests/data/two_sheets.ods` was made once with GDAL (`gdal-bin`) from two CSVs with `.csvt`
 //! type files (`"String","String","Real","Real"` and `"String","Real","Real"`):
