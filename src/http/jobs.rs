@@ -39,15 +39,58 @@ pub(super) struct JobView {
     sheets: Vec<SheetView>,
     created_ms: i64,
     finished_ms: Option<i64>,
+    /// The first format's result (kept for clients of earlier versions).
     result_url: Option<String>,
+    /// Every format's result, once the job is done.
+    results: Vec<ResultLink>,
+    /// The options given, in short (`from EPSG:5174 · to EPSG:4326 · xlsx,geojson`).
+    options: String,
+}
+
+#[derive(Serialize)]
+struct ResultLink {
+    format: String,
+    url: String,
+}
+
+/// The options a person set, in one short line.
+fn options_short(o: &crate::options::JobOptions) -> String {
+    let mut parts = Vec::new();
+    let mut add = |name: &str, v: Option<String>| {
+        if let Some(v) = v {
+            parts.push(format!("{name} {}", crate::job::quote_short(&v)));
+        }
+    };
+    add("from", o.from.map(|c| c.to_string()));
+    add("to", o.to.map(|c| c.to_string()));
+    add("x", o.read.x_column.clone());
+    add("y", o.read.y_column.clone());
+    add("sheet_by", o.sheet_by.clone());
+    add("engine", o.engine.map(|e| e.to_string()));
+    add("lookup", o.lookup.clone());
+    parts.push(o.formats().join(","));
+    parts.join(" · ")
 }
 
 fn job_view(job: JobRecord, sheets: Vec<SheetRecord>) -> JobView {
     let done = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
     let failed = sheets.iter().map(|s| s.rows_failed).sum();
+    let done_state = job.state == JobState::Done;
+    let results = job
+        .options
+        .formats()
+        .into_iter()
+        .filter(|_| done_state)
+        .map(|f| ResultLink {
+            format: f.to_string(),
+            url: format!("/jobs/{}/result.{f}", job.id),
+        })
+        .collect();
     JobView {
-        result_url: (job.state == JobState::Done)
+        result_url: done_state
             .then(|| format!("/jobs/{}/result.{}", job.id, job.options.formats()[0])),
+        results,
+        options: options_short(&job.options),
         id: job.id,
         label: job.label,
         state: job.state,

@@ -16,11 +16,13 @@ async fn upload_then_download_cell_by_cell() {
         .text()
         .await
         .unwrap();
-    // The form's option fields are built from `GET /options`.
+    // The page's modules are served from the binary; its option fields come from `GET /options`.
     assert!(
-        page.contains("<form") && page.contains("fetch('/options')"),
+        page.contains("<form") && page.contains("/assets/app.js"),
         "upload page"
     );
+    let app = get_text(&serve, "/assets/app.js").await;
+    assert!(app.contains("json('/options')"), "app.js");
 
     let sample = std::fs::read(samples().join("stores_wgs84.csv")).unwrap();
     let extra = "name,lon,lat\n\"a, b\",127.5,37.25\nc,-,37.0\n"
