@@ -61,6 +61,16 @@ await check('a projected file without its CRS: the error is at the field, in the
   posts.stop();
 });
 
+await check('a file that is not a workbook: a readable message, no binary dump', async () => {
+  const junk = Buffer.concat([Buffer.from('PK\x03\x04'), Buffer.alloc(2000, 0xfe)]);
+  await dropFiles(page, '#drop', [['broken.xlsx', junk]]);
+  const error = page.locator('#preview .field-error');
+  await error.waitFor();
+  const message = await error.innerText();
+  assert(/broken\.xlsx: cannot read the workbook/.test(message) && message.length < 400, `message: ${message}`);
+  assert(!/[\u0000-\u0008\ufffd]/.test(message), 'binary in the message');
+});
+
 await check('drop a file: the preview shows detected columns, pick the CRS, rows convert', async () => {
   await page.evaluate(() => { document.getElementById('opt-from').value = ''; });
   await dropFiles(page, '#drop', [['localdata_5174.csv', sample('localdata_5174.csv')]]);
@@ -92,13 +102,12 @@ await check('double-click on Run makes one job; upload progress reaches 100%', a
   await waitDone(localdataJob);
 });
 
-await check('two files: per-sheet progress, ok/error counts, created time, options, downloads', async () => {
+await check('two files dropped: per-sheet progress, ok/error counts, created time, options, downloads', async () => {
   await page.fill('#opt-from', '');
   await page.check('input[name=format][value=csv]');
-  await page.setInputFiles('#file', [
-    { name: 'stores_wgs84.csv', mimeType: 'text/csv', buffer: sample('stores_wgs84.csv') },
-    { name: 'extra.csv', mimeType: 'text/csv', buffer: Buffer.from(EXTRA_CSV) },
-  ]);
+  await page.check('input[name=format][value=gpkg]');
+  await dropFiles(page, '#drop', [['stores_wgs84.csv', sample('stores_wgs84.csv')], ['extra.csv', Buffer.from(EXTRA_CSV)]]);
+  eq(await page.locator('#chosen li').count(), 2, 'both dropped files chosen');
   // New files: the columns chosen for the last ones are detected again.
   await page.waitForSelector('#crs-guess:has-text("EPSG:4326")');
   eq(await page.inputValue('#opt-x'), 'lon', 'x column of the new files');
@@ -113,13 +122,13 @@ await check('two files: per-sheet progress, ok/error counts, created time, optio
   assert(/ok 51/.test(counts) && /errors 1/.test(counts), `counts: ${counts}`);
   assert(await r.locator('.counts .err').count() === 1, 'errors are marked');
   const who = await r.locator('td').first().innerText();
-  assert(/created \d/.test(who) && /xlsx,geojson,csv/.test(who), `job cell: ${who}`);
+  assert(/created \d/.test(who) && /xlsx,gpkg,geojson,csv/.test(who), `job cell: ${who}`);
   eq(await r.locator('.retry').isVisible(), true, 'retry offered for failed rows');
   // Every link and bar on the page has a name of its own.
   const names = await page.locator('a').evaluateAll((as) => as.map((a) => a.getAttribute('aria-label') || a.textContent));
   eq(new Set(names).size, names.length, 'link names are distinct');
   const files = {};
-  for (const fmt of ['xlsx', 'geojson', 'csv']) {
+  for (const fmt of ['xlsx', 'gpkg', 'geojson', 'csv']) {
     const wait = page.waitForEvent('download');
     await r.locator(`a[aria-label^="Download ${fmt} "]`).click();
     const d = await wait;
@@ -128,10 +137,11 @@ await check('two files: per-sheet progress, ok/error counts, created time, optio
   }
   eq(files.xlsx.bytes.subarray(0, 2).toString(), 'PK', 'xlsx is a zip');
   eq(files.csv.bytes.subarray(0, 2).toString(), 'PK', 'csv of two sheets is a zip');
+  eq(files.gpkg.bytes.subarray(0, 15).toString(), 'SQLite format 3', 'gpkg is SQLite');
   const geo = JSON.parse(files.geojson.bytes.toString());
   eq(geo.features.length, 52, 'geojson features');
   const names2 = Object.values(files).map((f) => f.name);
-  assert(names2.every((n) => n.startsWith('stores_wgs84-')) && new Set(names2).size === 3, `download names: ${names2}`);
+  assert(names2.every((n) => n.startsWith('stores_wgs84-')) && new Set(names2).size === 4, `download names: ${names2}`);
   assert(files.csv.name.endsWith('.zip'), `csv name ${files.csv.name}`);
 });
 
@@ -184,11 +194,11 @@ await check('updates keep focus; a publishing job is not shown full; paused show
     rows_done: done, rows_failed: 0, created_ms: Date.now() - 5000, finished_ms: null, result_url: null,
     results: [], options: 'xlsx', sheets: [{ name: 'big', rows_total: 1000, rows_done: done, rows_ok: done, rows_failed: 0 }], ...extra,
   });
-  let current = () => job('running');
+  let current = () => [job('running')];
   await page.route(/\/jobs$/, (route) => {
     if (route.request().method() !== 'GET') return route.continue();
     done += 10;
-    return route.fulfill({ json: [current()] });
+    return route.fulfill({ json: current() });
   });
   await page.reload();
   const r = page.locator(`tr[data-id="${'f'.repeat(32)}"]`);
@@ -196,15 +206,26 @@ await check('updates keep focus; a publishing job is not shown full; paused show
   const before = await r.locator('.done').innerText();
   await page.waitForFunction((b) => document.querySelector('tr[data-id] .done').textContent !== b, before);
   eq(await page.evaluate(() => document.activeElement.className), 'delete', 'focus after an update');
-  current = () => job('publishing', { total_rows: null, rows_done: 7 });
+  assert(/left about \d/.test(await r.locator('.done').innerText()), 'time left of a running job');
+  current = () => [job('publishing', { total_rows: null, rows_done: 7 })];
   await page.waitForSelector('tr[data-id] .state-publishing');
   eq(await r.locator('.job-progress').evaluate((b) => b.position), -1, 'publishing bar is indeterminate');
-  current = () => job('paused', { message: 'provider down, next try 14:05:10' });
+  current = () => [job('paused', { message: 'provider down, next try 14:05:10' })];
   await page.waitForSelector('tr[data-id] .state-paused:has-text("provider down, next try 14:05:10")');
+  // 25 finished jobs: 20 a page.
+  const many = Array.from({ length: 25 }, (_, i) => ({ ...job('done'), id: String(i).padStart(32, '0'), label: `f${i}.csv`, created_ms: 1e12 + i }));
+  current = () => many;
+  await page.reload();
+  await page.waitForSelector('#pager:not([hidden])');
+  eq(await page.locator('#jobs tr').count(), 20, 'first page');
+  await page.click('#next');
+  eq(await page.locator('#jobs tr').count(), 5, 'second page');
+  eq(await page.locator('#jobs tr strong').first().innerText(), 'f4.csv', 'older jobs on page 2');
   await page.unroute(/\/jobs$/);
 });
 
 await check('server down: a notice, no endless "uploading", recovery when it returns', async () => {
+  await page.unrouteAll({ behavior: 'ignoreErrors' }); // Whatever a failed check left.
   await page.reload();
   await page.waitForSelector('body[data-ready=true]');
   await page.setInputFiles('#file', { name: 'stores_wgs84.csv', mimeType: 'text/csv', buffer: sample('stores_wgs84.csv') });
@@ -238,6 +259,28 @@ await check('Korean at 390 px: labels, no sideways scrolling, switch to English'
   eq(await ko.locator('#jobs-h').innerText(), 'Jobs', 'switched to English');
   await context.close();
 });
+
+if (process.env.GEOBATCH_TOKEN_URL) {
+  await check('with an API token: the page loads, asks for the token once, then works', async () => {
+    const base = process.env.GEOBATCH_TOKEN_URL;
+    const context = await browser.newContext();
+    const p = await context.newPage();
+    p.setDefaultTimeout(DEADLINE_MS);
+    let asked = 0;
+    p.on('dialog', (d) => { asked++; d.accept(process.env.GEOBATCH_TOKEN); });
+    await p.goto(base + '/');
+    await p.waitForSelector('body[data-ready=true]');
+    eq(asked, 1, 'token prompts');
+    assert(await p.locator('#opt-from').count() === 1, 'the fields came from GET /options with the token');
+    await p.setInputFiles('#file', { name: 'stores_wgs84.csv', mimeType: 'text/csv', buffer: sample('stores_wgs84.csv') });
+    await p.waitForSelector('#crs-guess:has-text("EPSG:4326")');
+    const response = p.waitForResponse((r) => r.url() === base + '/jobs' && r.request().method() === 'POST');
+    await p.click('#submit');
+    eq((await response).status(), 202, 'upload with the token');
+    eq(asked, 1, 'token prompts after the upload');
+    await context.close();
+  });
+}
 
 await browser.close();
 finish();

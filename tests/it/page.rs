@@ -9,6 +9,9 @@ use std::time::Instant;
 
 use crate::harness::*;
 
+/// The API token of the second serve (the page asks for it once).
+const TOKEN: &str = "page-test-token-5b1e";
+
 fn browser_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/browser")
 }
@@ -48,6 +51,8 @@ fn page_in_chromium() {
     npm_ci(&dir);
     let data = tempdir();
     let serve = Serve::start(&data, &[]);
+    let guarded_data = tempdir();
+    let guarded = Serve::start(&guarded_data, &[("GEOBATCH_API_TOKEN", TOKEN)]);
     let shots = Path::new(env!("CARGO_MANIFEST_DIR")).join("target/browser");
     let started = Instant::now();
     let mut node = Command::new("node");
@@ -61,6 +66,8 @@ fn page_in_chromium() {
         .arg("page.test.mjs")
         .current_dir(&dir)
         .env("GEOBATCH_URL", &serve.base)
+        .env("GEOBATCH_TOKEN_URL", &guarded.base)
+        .env("GEOBATCH_TOKEN", TOKEN)
         .env("GEOBATCH_SAMPLES", samples())
         .env("GEOBATCH_SCREENSHOTS", &shots)
         .env("GEOBATCH_CHROMIUM", chromium())
