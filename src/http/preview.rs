@@ -72,7 +72,7 @@ struct CrsGuess {
     /// The source CRS the rows were converted from: given, or plainly lon/lat.
     used: Option<String>,
     reason: String,
-    /// Codes whose area holds the first readable point, when the CRS is not known.
+    /// Codes whose area holds the first readable point, when the values are projected.
     likely: Vec<CrsChoice>,
 }
 
@@ -204,34 +204,38 @@ fn first_rows(
 }
 
 /// The CRS given, else EPSG:4326 when every readable value is lon/lat-sized (as a job
-/// decides), else the likely Korean CRSs whose area holds the first point.
+/// decides); and, when the values are projected, the likely Korean CRSs whose area holds the
+/// first point (to pick from, or to compare with the one given).
 fn guess_crs(given: Option<Epsg>, points: &[(f64, f64)]) -> CrsGuess {
-    if let Some(crs) = given {
-        return CrsGuess {
-            used: Some(crs.to_string()),
-            reason: "given".into(),
-            likely: Vec::new(),
-        };
-    }
-    let Some(&(x, y)) = points.first() else {
-        return CrsGuess {
-            used: None,
-            reason: "no readable coordinates in the first rows".into(),
-            likely: Vec::new(),
-        };
-    };
-    if points
+    let lon_lat = points
         .iter()
-        .all(|(x, y)| x.abs() <= 180.0 && y.abs() <= 90.0)
-    {
-        return CrsGuess {
-            used: Some(Epsg::WGS84.to_string()),
-            reason: "the values are longitude/latitude".into(),
-            likely: Vec::new(),
-        };
+        .all(|(x, y)| x.abs() <= 180.0 && y.abs() <= 90.0);
+    let likely = match points.first() {
+        Some(&(x, y)) if !lon_lat => likely_codes(x, y),
+        _ => Vec::new(),
+    };
+    let (used, reason) = match (given, points.is_empty()) {
+        (Some(crs), _) => (Some(crs.to_string()), "given"),
+        (None, true) => (None, "no readable coordinates in the first rows"),
+        (None, false) if lon_lat => (
+            Some(Epsg::WGS84.to_string()),
+            "the values are longitude/latitude",
+        ),
+        (None, false) => (
+            None,
+            "the values are projected coordinates; choose the file's CRS",
+        ),
+    };
+    CrsGuess {
+        used,
+        reason: reason.into(),
+        likely,
     }
+}
+
+fn likely_codes(x: f64, y: f64) -> Vec<CrsChoice> {
     let wgs84 = Crs::from_epsg(Epsg::WGS84).expect("EPSG:4326 is builtin");
-    let likely = LIKELY_CODES
+    LIKELY_CODES
         .iter()
         .filter_map(|&code| {
             let crs = Crs::from_epsg(Epsg::new(code)).ok()?;
@@ -241,12 +245,7 @@ fn guess_crs(given: Option<Epsg>, points: &[(f64, f64)]) -> CrsGuess {
                 name: crs.name(),
             })
         })
-        .collect();
-    CrsGuess {
-        used: None,
-        reason: "the values are projected coordinates; choose the file's CRS".into(),
-        likely,
-    }
+        .collect()
 }
 
 fn convert_rows(files: &mut [FilePreview], from: Epsg) {

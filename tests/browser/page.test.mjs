@@ -85,6 +85,9 @@ await check('drop a file: the preview shows detected columns, pick the CRS, rows
   await page.click('input[name=crs-choice][value="EPSG:5174"]');
   await page.waitForSelector('#preview tr.has-position');
   eq(await page.inputValue('#opt-from'), 'EPSG:5174', 'From CRS set by the pick');
+  // The other likely CRSs stay offered, the picked one checked.
+  eq(await page.isChecked('input[name=crs-choice][value="EPSG:5174"]'), true, 'the pick is checked');
+  assert(await page.locator('input[name=crs-choice]').count() > 1, 'the other CRSs stay offered');
   const cells = await page.locator('#preview tr.has-position').first().locator('td').allInnerTexts();
   const [lon, lat] = [Number(cells[3]), Number(cells[4])];
   assert(lon > 126 && lon < 128 && lat > 37 && lat < 38, `preview position ${lon}, ${lat}`);
@@ -159,6 +162,7 @@ await check('map of a finished job: a point per row with a position, errors list
   await page.waitForSelector('#map[data-points="51"]');
   eq(await page.locator('#map path.leaflet-interactive').count(), 51, 'points drawn');
   eq(await page.locator('#map-errors li').count(), 1, 'rows without a position');
+  eq(await page.locator('#map-legend').innerText(), 'ok 51', 'legend of the colours');
   await page.waitForSelector('#map[data-tiles=off]');
   await page.locator('#map path.leaflet-interactive').first().click({ force: true });
   const popup = await page.locator('.leaflet-popup-content').innerText();

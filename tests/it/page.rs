@@ -128,6 +128,10 @@ async fn preview_detects_and_converts_the_first_rows() {
         "{row}"
     );
     assert_eq!(body["crs"]["used"], "EPSG:5174");
+    assert!(
+        body["crs"]["likely"].as_array().unwrap().len() > 1,
+        "the others stay offered: {body}"
+    );
 
     // Another column given: the preview reads it as the job would.
     let (status, body) = upload_to(&serve, "/jobs/preview", &files, &[("x", "번호")]).await;

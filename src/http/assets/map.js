@@ -28,6 +28,22 @@ function popup(props) {
   return table;
 }
 
+/** The colours in use, with how many points each. */
+function legend(placed) {
+  const counts = new Map();
+  for (const f of placed) {
+    const status = f.properties?.status || '?';
+    counts.set(status, (counts.get(status) || 0) + 1);
+  }
+  const p = document.getElementById('map-legend');
+  p.replaceChildren(...[...counts].flatMap(([status, n]) => {
+    const dot = document.createElement('span');
+    dot.style.background = colour(status);
+    dot.setAttribute('aria-hidden', 'true');
+    return [dot, `${status} ${n}`];
+  }));
+}
+
 function base() {
   if (tiles || !navigator.onLine) return;
   tiles = L.tileLayer('https://tile.openstreetmap.org/{z}/{x}/{y}.png', {
@@ -86,6 +102,7 @@ export async function show(job) {
   else map.setView([36.5, 127.8], 6);
   const summary = document.getElementById('map-summary');
   summary.textContent = t('mapSummary', { n: placed.length, job: job.label, e: errors.length });
+  legend(placed);
   document.getElementById('map').dataset.points = String(placed.length);
   document.getElementById('map').dataset.job = job.id;
   listErrors(errors);

@@ -69,15 +69,15 @@ function facts(file) {
 
 function crsPicker(crs) {
   const wrap = el('div', null, { class: 'crs' });
-  if (crs.used) {
-    wrap.append(el('p', t('crsGuess', { crs: crs.used, reason: crs.reason }), { id: 'crs-guess' }));
-    return wrap;
-  }
-  wrap.append(el('p', t('crsUnknown', { reason: crs.reason }), { id: 'crs-guess' }));
+  const said = crs.used ? t('crsGuess', { crs: crs.used, reason: crs.reason }) : t('crsUnknown', { reason: crs.reason });
+  wrap.append(el('p', said, { id: 'crs-guess' }));
+  if (!crs.likely.length) return wrap;
+  // Projected values: the likely CRSs side by side, the one in use checked.
   const group = el('div', null, { role: 'radiogroup', 'aria-labelledby': 'crs-guess' });
   for (const c of crs.likely) {
     const l = el('label');
     const r = el('input', null, { type: 'radio', name: 'crs-choice', value: c.code });
+    r.checked = c.code === crs.used;
     r.addEventListener('change', () => { form.setValue('from', c.code); run(); });
     l.append(r, ` ${c.code} ${c.name}`);
     group.append(l);
