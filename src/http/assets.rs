@@ -1,6 +1,7 @@
 //! The page's static files, compiled into the binary: `GET /` and `GET /assets/{name}`.
-//! Leaflet (`leaflet.js`, `leaflet.css`) is copied from the npm package `leaflet` (BSD-2-Clause;
-//! the version is pinned in `tests/browser/package.json`), so the page needs no CDN.
+//! Leaflet (`leaflet.js`, `leaflet.css`) is copied from the npm package `leaflet` (BSD-2-Clause,
+//! `assets/LEAFLET-LICENSE`; the version is pinned in `tests/browser/package.json`), so the page
+//! needs no CDN.
 
 use axum::extract::Path;
 use axum::http::{header, StatusCode};

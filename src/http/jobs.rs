@@ -53,23 +53,24 @@ struct ResultLink {
     url: String,
 }
 
-/// The options a person set, in one short line.
+/// The options a person set, in one short line; column names quoted.
 fn options_short(o: &crate::options::JobOptions) -> String {
-    let mut parts = Vec::new();
-    let mut add = |name: &str, v: Option<String>| {
-        if let Some(v) = v {
-            parts.push(format!("{name} {}", crate::job::quote_short(&v)));
-        }
-    };
-    add("from", o.from.map(|c| c.to_string()));
-    add("to", o.to.map(|c| c.to_string()));
-    add("x", o.read.x_column.clone());
-    add("y", o.read.y_column.clone());
-    add("sheet_by", o.sheet_by.clone());
-    add("engine", o.engine.map(|e| e.to_string()));
-    add("lookup", o.lookup.clone());
-    parts.push(o.formats().join(","));
-    parts.join(" · ")
+    let quoted = |v: &Option<String>| v.as_deref().map(crate::job::quote_short);
+    let parts = [
+        ("from", o.from.map(|c| c.to_string())),
+        ("to", o.to.map(|c| c.to_string())),
+        ("x", quoted(&o.read.x_column)),
+        ("y", quoted(&o.read.y_column)),
+        ("sheet_by", quoted(&o.sheet_by)),
+        ("engine", o.engine.map(|e| e.to_string())),
+        ("lookup", o.lookup.clone()),
+    ];
+    parts
+        .into_iter()
+        .filter_map(|(name, v)| Some(format!("{name} {}", v?)))
+        .chain([o.formats().join(",")])
+        .collect::<Vec<_>>()
+        .join(" · ")
 }
 
 fn job_view(job: JobRecord, sheets: Vec<SheetRecord>) -> JobView {

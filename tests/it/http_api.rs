@@ -44,6 +44,13 @@ async fn upload_then_download_cell_by_cell() {
     assert_eq!(job["rows_done"], total as u64);
     assert_eq!(job["rows_failed"], 1);
     assert_eq!(job["sheets"].as_array().unwrap().len(), 2);
+    // What the page shows of a job: every format's result, the options in short.
+    assert_eq!(
+        job["results"],
+        serde_json::json!([{ "format": "xlsx", "url": format!("/jobs/{id}/result.xlsx") }])
+    );
+    assert_eq!(job["options"], "to EPSG:4326 · xlsx");
+    assert!(job["created_ms"].as_i64().unwrap() > 0);
 
     let book = download_book(&serve, &id, &dir).await;
     assert_eq!(book.names, ["stores_wgs84", "extra", "Summary", "Errors"]);
