@@ -88,10 +88,12 @@ export async function screenshot(page, name, { docs = false, fullPage = true } =
   }
 }
 
-/** Runs axe-core in the page; returns the serious and critical violations. */
-export async function axe(page) {
+/** Runs axe-core in the page (its report saved as `<name>.axe.json`); returns the serious and
+ * critical violations. */
+export async function axe(page, name) {
   await page.addScriptTag({ path: path.join(HERE, 'node_modules/axe-core/axe.min.js') });
   const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ['violations'] }));
+  fs.writeFileSync(path.join(OUT, `${name}.axe.json`), JSON.stringify(result.violations, null, 1));
   return result.violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
     .map((v) => `${v.id} (${v.impact}): ${v.nodes.slice(0, 3).map((n) => n.target.join(' ')).join('; ')}`);

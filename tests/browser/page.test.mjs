@@ -92,6 +92,11 @@ await check('drop a file: the preview shows detected columns, pick the CRS, rows
   const [lon, lat] = [Number(cells[3]), Number(cells[4])];
   assert(lon > 126 && lon < 128 && lat > 37 && lat < 38, `preview position ${lon}, ${lat}`);
   await screenshot(page, 'upload-preview', { docs: true, fullPage: false });
+  // Another x column from the dropdown: the preview reads the file with it.
+  await page.selectOption('#opt-x', '번호');
+  await page.waitForSelector('#preview th:has-text("번호")');
+  await page.selectOption('#opt-x', '좌표정보(x)');
+  await page.waitForSelector('#preview th:has-text("좌표정보(x)")');
 });
 
 await check('double-click on Run makes one job; upload progress reaches 100%', async () => {
@@ -207,9 +212,17 @@ await check('updates keep focus; a publishing job is not shown full; paused show
   await page.reload();
   const r = page.locator(`tr[data-id="${'f'.repeat(32)}"]`);
   await r.locator('.delete').focus();
+  // A selection in the row (the file name) while it updates.
+  await page.evaluate(() => {
+    const range = document.createRange();
+    range.selectNodeContents(document.querySelector('tr[data-id] strong'));
+    getSelection().removeAllRanges();
+    getSelection().addRange(range);
+  });
   const before = await r.locator('.done').innerText();
   await page.waitForFunction((b) => document.querySelector('tr[data-id] .done').textContent !== b, before);
   eq(await page.evaluate(() => document.activeElement.className), 'delete', 'focus after an update');
+  eq(await page.evaluate(() => getSelection().toString()), 'big.csv', 'selection after an update');
   assert(/left about \d/.test(await r.locator('.done').innerText()), 'time left of a running job');
   current = () => [job('publishing', { total_rows: null, rows_done: 7 })];
   await page.waitForSelector('tr[data-id] .state-publishing');
@@ -246,7 +259,7 @@ await check('server down: a notice, no endless "uploading", recovery when it ret
 });
 
 await check('axe-core: no serious or critical violations (English, wide)', async () => {
-  const found = await axe(page);
+  const found = await axe(page, 'wide-en');
   eq(found, [], 'violations');
 });
 
@@ -258,7 +271,7 @@ await check('Korean at 390 px: labels, no sideways scrolling, switch to English'
   const width = await ko.evaluate(() => document.documentElement.scrollWidth);
   assert(width <= 390, `page is ${width} px wide at 390`);
   await screenshot(ko, 'phone-390-ko');
-  eq(await axe(ko), [], 'violations in Korean at 390 px');
+  eq(await axe(ko, 'phone-390-ko'), [], 'violations in Korean at 390 px');
   await ko.selectOption('#lang', 'en');
   eq(await ko.locator('#jobs-h').innerText(), 'Jobs', 'switched to English');
   await context.close();
