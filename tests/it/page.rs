@@ -149,3 +149,38 @@ async fn preview_detects_and_converts_the_first_rows() {
     let left = std::fs::read_dir(&uploads).map(|d| d.count()).unwrap_or(0);
     assert_eq!(left, 0, "uploads left in {}", uploads.display());
 }
+
+#[tokio::test]
+async fn preview_of_a_workbook_lists_its_sheets() {
+    let dir = tempdir();
+    let serve = Serve::start(&dir, &[]);
+    let book = crate::workbook_input::three_sheet_xlsx();
+    let (status, body) = upload_to(&serve, "/jobs/preview", &[("shops.xlsx", book)], &[]).await;
+    assert_eq!(status, 200, "{body}");
+    let f = &body["files"][0];
+    assert_eq!(f["format"], "xlsx");
+    assert!(f["encoding"].is_null() && f["delimiter"].is_null(), "{f}");
+    let names: Vec<&str> = f["tables"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        names,
+        ["서울", "부산", "대구"],
+        "hidden and empty sheets are skipped"
+    );
+    assert_eq!(f["tables"][2]["x"], "좌표 X", "two header rows read as one");
+    assert_eq!(body["crs"]["used"], "EPSG:4326", "{body}");
+    let rows = f["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 8, "every row of the three sheets");
+    let bad: Vec<&serde_json::Value> = rows.iter().filter(|r| r["lon"].is_null()).collect();
+    assert_eq!(bad.len(), 1, "the row with \"-\": {rows:?}");
+    assert!(
+        bad[0]["error"].as_str().unwrap().contains('-'),
+        "{}",
+        bad[0]
+    );
+    assert_eq!(rows[0]["lon"], 126.97689123456789);
+}
