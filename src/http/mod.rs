@@ -29,6 +29,7 @@ struct AppState {
     pipeline: Arc<Pipeline>,
     max_upload: u64,
     templates: Arc<BTreeMap<String, serde_json::Value>>,
+    counts: jobs::CountCache,
 }
 
 /// What the routes need besides the pipeline.
@@ -72,6 +73,7 @@ pub fn router(pipeline: Arc<Pipeline>, config: HttpConfig) -> Router {
             pipeline,
             max_upload: config.max_upload_bytes,
             templates: config.templates,
+            counts: Default::default(),
         })
 }
 

@@ -127,7 +127,7 @@ await check('two files dropped: per-sheet progress, ok/error counts, created tim
     assert(/stores_wgs84|extra/.test(name), `sheet bar name: ${name}`);
   }
   const counts = await r.locator('.counts').innerText();
-  assert(/ok 51/.test(counts) && /errors 1/.test(counts), `counts: ${counts}`);
+  assert(/ok 51/.test(counts) && /errors 1/.test(counts) && !/no result/.test(counts), `counts: ${counts}`);
   assert(await r.locator('.counts .err').count() === 1, 'errors are marked');
   const who = await r.locator('td').first().innerText();
   assert(/created \d/.test(who) && /xlsx,gpkg,geojson,csv/.test(who), `job cell: ${who}`);
@@ -230,10 +230,15 @@ await check('updates keep focus; a publishing job is not shown full; paused show
   current = () => [job('paused', { message: 'provider down, next try 14:05:10' })];
   await page.waitForSelector('tr[data-id] .state-paused:has-text("provider down, next try 14:05:10")');
   // 25 finished jobs: 20 a page.
-  const many = Array.from({ length: 25 }, (_, i) => ({ ...job('done'), id: String(i).padStart(32, '0'), label: `f${i}.csv`, created_ms: 1e12 + i }));
+  const many = Array.from({ length: 25 }, (_, i) => ({
+    ...job('done'), id: String(i).padStart(32, '0'), label: `f${i}.csv`, created_ms: 1e12 + i,
+    rows_done: 1000, rows_failed: 7, status_counts: { ok: 900, no_result: 93, error: 7 },
+  }));
   current = () => many;
   await page.reload();
   await page.waitForSelector('#pager:not([hidden])');
+  // A done job's rows per status: ok, no result, errors.
+  eq(await page.locator('#jobs tr .counts').first().innerText(), 'ok 900\nno result 93\nerrors 7', 'counts per status');
   eq(await page.locator('#jobs tr').count(), 20, 'first page');
   await page.click('#next');
   eq(await page.locator('#jobs tr').count(), 5, 'second page');

@@ -51,6 +51,10 @@ async fn upload_then_download_cell_by_cell() {
     );
     assert_eq!(job["options"], "to EPSG:4326 · xlsx");
     assert!(job["created_ms"].as_i64().unwrap() > 0);
+    assert_eq!(
+        job["status_counts"],
+        serde_json::json!({ "ok": total - 1, "error": 1 })
+    );
 
     let book = download_book(&serve, &id, &dir).await;
     assert_eq!(book.names, ["stores_wgs84", "extra", "Summary", "Errors"]);

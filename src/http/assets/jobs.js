@@ -61,7 +61,8 @@ function create(job) {
   r.counts = el('td', 'counts');
   r.ok = el('span', 'ok');
   r.err = el('span');
-  r.counts.append(r.ok, el('br'), r.err);
+  r.other = el('span', 'other');
+  r.counts.append(r.ok, r.other, r.err);
   r.actions = el('td', 'actions-cell');
   r.links = el('span', 'links');
   r.map = el('button', 'map');
@@ -135,7 +136,11 @@ function update(r, job) {
   text(r.done, done);
   sheets(r, job);
   const failed = job.rows_failed;
-  text(r.ok, `${t('ok')} ${job.rows_done - failed}`);
+  // Done: the rows per status (ok, no_result, ambiguous, error); before: ok and errors.
+  const counts = job.status_counts || { ok: job.rows_done - failed };
+  text(r.ok, `${t('ok')} ${counts.ok || 0}`);
+  const other = Object.entries(counts).filter(([k, n]) => k !== 'ok' && k !== 'error' && n > 0);
+  text(r.other, other.map(([k, n]) => `${t('status_' + k)} ${n}`).join(' · '));
   text(r.err, `${t('errors')} ${failed}`);
   r.err.className = failed ? 'err' : '';
   links(r, job);
