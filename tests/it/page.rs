@@ -49,6 +49,20 @@ fn page_in_chromium() {
         chromium()
     );
     npm_ci(&dir);
+    // The Leaflet compiled in is the one package.json pins.
+    for file in ["leaflet.js", "leaflet.css"] {
+        let vendored = std::fs::read(
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("src/http/assets")
+                .join(file),
+        );
+        let pinned = std::fs::read(dir.join("node_modules/leaflet/dist").join(file));
+        assert_eq!(
+            vendored.unwrap(),
+            pinned.unwrap(),
+            "src/http/assets/{file}: copy it from node_modules/leaflet/dist"
+        );
+    }
     let data = tempdir();
     let serve = Serve::start(&data, &[]);
     let guarded_data = tempdir();
