@@ -1,5 +1,5 @@
-//! Bearer tokens: every route but `/healthz` and the page (`/`, static, no data: it asks for the
-//! token) needs the API token when one is set; `/metrics` its own token when one is set (else
+//! Bearer tokens: every route but `/healthz` and the page (`/` and `/assets/…`, static, no
+//! data: it asks for the token) needs the API token when one is set; `/metrics` its own token when one is set (else
 //! the API token).
 
 use axum::extract::{Request, State};
@@ -26,6 +26,7 @@ pub(super) async fn require_token(
     let path = request.uri().path();
     let needed = match path {
         "/healthz" | "/" => None,
+        p if p.starts_with("/assets/") => None,
         "/metrics" => tokens.metrics.as_ref().or(tokens.api.as_ref()),
         _ => tokens.api.as_ref(),
     };

@@ -1,6 +1,8 @@
 //! Jobs as the API shows them: list, status, download, retry, delete.
 
+use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -39,15 +41,100 @@ pub(super) struct JobView {
     sheets: Vec<SheetView>,
     created_ms: i64,
     finished_ms: Option<i64>,
+    /// The first format's result (kept for clients of earlier versions).
     result_url: Option<String>,
+    /// Every format's result, once the job is done.
+    results: Vec<ResultLink>,
+    /// The options given, in short (`from EPSG:5174 · to EPSG:4326 · xlsx,geojson`).
+    options: String,
+    /// Rows per status (`ok`, `no_result`, `error`, …), once the job is done.
+    status_counts: Option<StatusCounts>,
 }
 
-fn job_view(job: JobRecord, sheets: Vec<SheetRecord>) -> JobView {
+/// Jobs whose results are counted at most.
+const COUNTED_JOBS: usize = 10_000;
+
+/// A done job's rows per status, counted once per finish (a retry finishes again), so polling
+/// the list does not count big jobs over and over.
+#[derive(Clone, Default)]
+pub(super) struct CountCache(Arc<Mutex<HashMap<JobId, (i64, StatusCounts)>>>);
+
+type StatusCounts = BTreeMap<String, u64>;
+
+impl CountCache {
+    async fn get(
+        &self,
+        store: &crate::store::ResultStore,
+        job: &JobRecord,
+    ) -> Result<Option<StatusCounts>, ApiError> {
+        let Some(finished) = job.finished_ms.filter(|_| job.state == JobState::Done) else {
+            return Ok(None);
+        };
+        if let Some((at, counts)) = self.0.lock().expect("counts").get(&job.id) {
+            if *at == finished {
+                return Ok(Some(counts.clone()));
+            }
+        }
+        let counts: StatusCounts = store.status_counts(&job.id).await?.into_iter().collect();
+        let mut cache = self.0.lock().expect("counts");
+        if cache.len() >= COUNTED_JOBS {
+            cache.clear();
+        }
+        cache.insert(job.id.clone(), (finished, counts.clone()));
+        Ok(Some(counts))
+    }
+}
+
+#[derive(Serialize)]
+struct ResultLink {
+    format: String,
+    url: String,
+}
+
+/// The options a person set, in one short line; column names quoted.
+fn options_short(o: &crate::options::JobOptions) -> String {
+    let quoted = |v: &Option<String>| v.as_deref().map(crate::job::quote_short);
+    let parts = [
+        ("from", o.from.map(|c| c.to_string())),
+        ("to", o.to.map(|c| c.to_string())),
+        ("x", quoted(&o.read.x_column)),
+        ("y", quoted(&o.read.y_column)),
+        ("sheet_by", quoted(&o.sheet_by)),
+        ("engine", o.engine.map(|e| e.to_string())),
+        ("lookup", o.lookup.clone()),
+    ];
+    parts
+        .into_iter()
+        .filter_map(|(name, v)| Some(format!("{name} {}", v?)))
+        .chain([o.formats().join(",")])
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
+fn job_view(
+    job: JobRecord,
+    sheets: Vec<SheetRecord>,
+    status_counts: Option<StatusCounts>,
+) -> JobView {
     let done = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
     let failed = sheets.iter().map(|s| s.rows_failed).sum();
+    let done_state = job.state == JobState::Done;
+    let results = job
+        .options
+        .formats()
+        .into_iter()
+        .filter(|_| done_state)
+        .map(|f| ResultLink {
+            format: f.to_string(),
+            url: format!("/jobs/{}/result.{f}", job.id),
+        })
+        .collect();
     JobView {
-        result_url: (job.state == JobState::Done)
+        result_url: done_state
             .then(|| format!("/jobs/{}/result.{}", job.id, job.options.formats()[0])),
+        results,
+        options: options_short(&job.options),
+        status_counts,
         id: job.id,
         label: job.label,
         state: job.state,
@@ -86,7 +173,8 @@ pub(super) async fn list(State(st): State<AppState>) -> Result<Json<Vec<JobView>
     let mut out = Vec::new();
     for job in store.jobs().await? {
         let sheets = store.sheets(&job.id).await?;
-        out.push(job_view(job, sheets));
+        let counts = st.counts.get(store, &job).await?;
+        out.push(job_view(job, sheets, counts));
     }
     Ok(Json(out))
 }
@@ -99,7 +187,8 @@ pub(super) async fn status(
     let store = st.pipeline.store();
     let job = store.job(&id).await?.ok_or_else(|| not_found(&id))?;
     let sheets = store.sheets(&id).await?;
-    Ok(Json(job_view(job, sheets)))
+    let counts = st.counts.get(store, &job).await?;
+    Ok(Json(job_view(job, sheets, counts)))
 }
 
 pub(super) async fn delete(

@@ -1,8 +1,10 @@
 //! The HTTP front door: upload, job status, download, retry, delete, the options, health,
 //! metrics, and the page.
 
+mod assets;
 mod auth;
 mod jobs;
+mod preview;
 mod server;
 mod upload;
 
@@ -14,7 +16,7 @@ pub use server::{serve, Timeouts};
 
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::json;
@@ -27,6 +29,7 @@ struct AppState {
     pipeline: Arc<Pipeline>,
     max_upload: u64,
     templates: Arc<BTreeMap<String, serde_json::Value>>,
+    counts: jobs::CountCache,
 }
 
 /// What the routes need besides the pipeline.
@@ -51,9 +54,11 @@ pub fn router(pipeline: Arc<Pipeline>, config: HttpConfig) -> Router {
         );
     }
     router
-        .route("/", get(page))
+        .route("/", get(assets::page))
+        .route("/assets/{name}", get(assets::asset))
         .route("/options", get(options))
         .route("/jobs", get(jobs::list).post(upload::create_job))
+        .route("/jobs/preview", post(preview::preview))
         .route("/jobs/{id}", get(jobs::status).delete(jobs::delete))
         .route("/jobs/{id}/retry", post(jobs::retry))
         .route("/healthz", get(healthz))
@@ -68,6 +73,7 @@ pub fn router(pipeline: Arc<Pipeline>, config: HttpConfig) -> Router {
             pipeline,
             max_upload: config.max_upload_bytes,
             templates: config.templates,
+            counts: Default::default(),
         })
 }
 
@@ -126,8 +132,9 @@ impl From<crate::store::StoreError> for ApiError {
     }
 }
 
-/// The job options with their help texts, the lookup providers and the operator's template
-/// names: the form is built from this, so it offers exactly what `--help` does.
+/// The job options with their help texts, the lookup providers, the operator's template
+/// names, the output formats and the CRSs Korean data usually comes in: the form is built from
+/// this, so it offers exactly what `--help` does.
 async fn options(State(st): State<AppState>) -> Json<serde_json::Value> {
     Json(json!({
         "templates": st.templates.keys().collect::<Vec<_>>(),
@@ -135,6 +142,12 @@ async fn options(State(st): State<AppState>) -> Json<serde_json::Value> {
         "providers": crate::lookup::providers::names()
             .into_iter()
             .filter(|p| *p != "echo")
+            .collect::<Vec<_>>(),
+        "formats": crate::options::OUTPUT_FORMATS,
+        "likely_crs": preview::LIKELY_CODES
+            .iter()
+            .filter_map(|&c| crate::convert::crs::Crs::from_epsg(crate::job::Epsg::new(c)).ok())
+            .map(|c| json!({ "code": format!("EPSG:{}", c.epsg()), "name": c.name() }))
             .collect::<Vec<_>>(),
     }))
 }
@@ -162,8 +175,4 @@ async fn healthz(State(st): State<AppState>) -> Response {
 
 async fn metrics(State(st): State<AppState>) -> Response {
     crate::metrics::response(&st.pipeline).await
-}
-
-async fn page() -> Html<&'static str> {
-    Html(include_str!("page.html"))
 }

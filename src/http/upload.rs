@@ -14,7 +14,7 @@ use tokio::io::AsyncWriteExt;
 
 use super::{ApiError, AppState};
 use crate::job::{quote_short, JobId};
-use crate::options::{JobSpec, Origin, MAX_OPTION_BYTES};
+use crate::options::{JobOptions, JobSpec, Origin, MAX_OPTION_BYTES};
 use crate::pipeline::{JobError, JobInput, Pipeline};
 
 /// Longest stored upload file name, in bytes (the file system's limit is 255).
@@ -27,6 +27,46 @@ pub(super) async fn create_job(
     State(st): State<AppState>,
     request: Request,
 ) -> Result<(StatusCode, Json<serde_json::Value>), ApiError> {
+    let id = JobId::random();
+    let dir = st.pipeline.upload_dir(&id);
+    let (inputs, fields) = receive(&st, &id, &dir, request).await?;
+    let submitted = match job_options(&st, &fields) {
+        Ok(options) => st.pipeline.submit(Some(id.clone()), inputs, options).await,
+        Err(e) => Err(e),
+    };
+    match submitted {
+        Ok(id) => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "id": id, "status_url": format!("/jobs/{id}") })),
+        )),
+        Err(e) => {
+            let _ = tokio::fs::remove_dir_all(&dir).await;
+            Err(e.into())
+        }
+    }
+}
+
+/// The form's option fields, checked as `geobatch convert` checks its flags.
+pub(super) fn job_options(
+    st: &AppState,
+    fields: &[(String, String)],
+) -> Result<JobOptions, JobError> {
+    let mut ctx = Pipeline::option_context(Origin::Form);
+    ctx.templates = st.templates.clone();
+    Ok(
+        JobSpec::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+            .and_then(|spec| spec.validate(&ctx))?,
+    )
+}
+
+/// A multipart request's files, stored durably under `dir`, and its text fields; the whole
+/// request counted against the upload limit as it streams. On error `dir` is removed.
+pub(super) async fn receive(
+    st: &AppState,
+    id: &JobId,
+    dir: &Path,
+    request: Request,
+) -> Result<(Vec<JobInput>, Vec<(String, String)>), ApiError> {
     let max = st.max_upload;
     // The whole request counts against the limit, as it streams (boundaries and fields too).
     let over = Arc::new(AtomicBool::new(false));
@@ -46,12 +86,10 @@ pub(super) async fn create_job(
     let mut multipart = Multipart::from_request(request, &()).await.map_err(|e| {
         ApiError::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            format!("POST /jobs takes multipart/form-data (a file part and option fields): {e}"),
+            format!("the upload takes multipart/form-data (a file part and option fields): {e}"),
         )
     })?;
-    let id = JobId::random();
-    let dir = st.pipeline.upload_dir(&id);
-    let result = receive_upload(&st, &id, &dir, &mut multipart)
+    let result = receive_upload(st, id, dir, &mut multipart)
         .await
         .map_err(|e| {
             if over.load(Ordering::Relaxed) {
@@ -60,31 +98,10 @@ pub(super) async fn create_job(
                 e
             }
         });
-    let (inputs, fields) = match result {
-        Ok(v) => v,
-        Err(e) => {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            return Err(e);
-        }
-    };
-    let mut ctx = Pipeline::option_context(Origin::Form);
-    ctx.templates = st.templates.clone();
-    let options = JobSpec::from_fields(fields.iter().map(|(k, v)| (k.as_str(), v.as_str())))
-        .and_then(|spec| spec.validate(&ctx));
-    let submitted = match options {
-        Ok(options) => st.pipeline.submit(Some(id.clone()), inputs, options).await,
-        Err(e) => Err(JobError::from(e)),
-    };
-    match submitted {
-        Ok(id) => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "id": id, "status_url": format!("/jobs/{id}") })),
-        )),
-        Err(e) => {
-            let _ = tokio::fs::remove_dir_all(&dir).await;
-            Err(e.into())
-        }
+    if result.is_err() {
+        let _ = tokio::fs::remove_dir_all(dir).await;
     }
+    result
 }
 
 /// The files, stored durably, and the text fields.

@@ -91,6 +91,17 @@ impl ResultStore {
         Ok(stored)
     }
 
+    /// How many of a job's rows have each status (`ok`, `no_result`, `error`, …).
+    pub async fn status_counts(&self, id: &JobId) -> Result<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = on_pool!(self, pool => {
+            sqlx::query_as("SELECT status, COUNT(*) FROM results WHERE job_id = $1 GROUP BY status")
+                .bind(id.as_str())
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(|(s, n)| (s, n as u64)).collect())
+    }
+
     /// Results in input order, `limit` at a time, after `after` (exclusive; None = from the start).
     pub async fn results_page(
         &self,

@@ -339,6 +339,16 @@ pub async fn upload(
     files: &[(&str, Vec<u8>)],
     fields: &[(&str, &str)],
 ) -> (u16, serde_json::Value) {
+    upload_to(serve, "/jobs", files, fields).await
+}
+
+/// A multipart POST of files (name, bytes) and form fields to `path`: status and JSON body.
+pub async fn upload_to(
+    serve: &Serve,
+    path: &str,
+    files: &[(&str, Vec<u8>)],
+    fields: &[(&str, &str)],
+) -> (u16, serde_json::Value) {
     let mut form = reqwest::multipart::Form::new();
     for (name, bytes) in files {
         form = form.part(
@@ -350,11 +360,11 @@ pub async fn upload(
         form = form.text(k.to_string(), v.to_string());
     }
     let res = client()
-        .post(serve.url("/jobs"))
+        .post(serve.url(path))
         .multipart(form)
         .send()
         .await
-        .expect("POST /jobs");
+        .expect("POST");
     let status = res.status().as_u16();
     (status, res.json().await.unwrap_or(serde_json::Value::Null))
 }

@@ -16,11 +16,13 @@ async fn upload_then_download_cell_by_cell() {
         .text()
         .await
         .unwrap();
-    // The form's option fields are built from `GET /options`.
+    // The page's modules are served from the binary; its option fields come from `GET /options`.
     assert!(
-        page.contains("<form") && page.contains("fetch('/options')"),
+        page.contains("<form") && page.contains("/assets/app.js"),
         "upload page"
     );
+    let app = get_text(&serve, "/assets/app.js").await;
+    assert!(app.contains("json('/options')"), "app.js");
 
     let sample = std::fs::read(samples().join("stores_wgs84.csv")).unwrap();
     let extra = "name,lon,lat\n\"a, b\",127.5,37.25\nc,-,37.0\n"
@@ -42,6 +44,17 @@ async fn upload_then_download_cell_by_cell() {
     assert_eq!(job["rows_done"], total as u64);
     assert_eq!(job["rows_failed"], 1);
     assert_eq!(job["sheets"].as_array().unwrap().len(), 2);
+    // What the page shows of a job: every format's result, the options in short.
+    assert_eq!(
+        job["results"],
+        serde_json::json!([{ "format": "xlsx", "url": format!("/jobs/{id}/result.xlsx") }])
+    );
+    assert_eq!(job["options"], "to EPSG:4326 · xlsx");
+    assert!(job["created_ms"].as_i64().unwrap() > 0);
+    assert_eq!(
+        job["status_counts"],
+        serde_json::json!({ "ok": total - 1, "error": 1 })
+    );
 
     let book = download_book(&serve, &id, &dir).await;
     assert_eq!(book.names, ["stores_wgs84", "extra", "Summary", "Errors"]);

@@ -46,7 +46,20 @@ async fn a_token_guards_every_route_but_health_and_the_page() {
     // The page holds no data; it asks for the token and sends it with every request.
     let (status, page) = get(&serve, "/", None).await;
     assert_eq!(status, 200);
-    assert!(page.contains("localStorage") && page.contains("Authorization"));
+    assert!(page.contains("/assets/app.js"), "{page}");
+    let (status, api) = get(&serve, "/assets/api.js", None).await;
+    assert_eq!(status, 200);
+    assert!(api.contains("localStorage") && api.contains("Authorization"));
+    let res = client()
+        .post(serve.url("/jobs/preview"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        res.status(),
+        401,
+        "the preview reads uploads: it needs the token"
+    );
     assert_eq!(get(&serve, "/metrics", Some(TOKEN)).await.0, 401);
     assert_eq!(get(&serve, "/metrics", Some("metrics-tok")).await.0, 200);
     let res = client()

@@ -63,9 +63,9 @@ async fn the_upload_form_takes_lookup_fields() {
     let dir = tempdir();
     let serve = Serve::start(&dir, &[]);
     // The page builds its fields from `GET /options`, the same list as `--help`.
-    let page = crate::harness::get_text(&serve, "/").await;
+    let page = crate::harness::get_text(&serve, "/assets/app.js").await;
     assert!(
-        page.contains("fetch('/options')"),
+        page.contains("json('/options')"),
         "the page asks for the options"
     );
     let options: serde_json::Value =

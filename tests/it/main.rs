@@ -19,6 +19,7 @@ mod lookup;
 mod lookup_jobs;
 mod lookup_store;
 mod ownership;
+mod page;
 mod postgis_engine;
 mod postgres_store;
 mod properties;

@@ -97,7 +97,7 @@ fn sheets() -> Vec<Sheet> {
 }
 
 /// The three sheets, plus a hidden one and an empty one, which are skipped.
-fn three_sheet_xlsx() -> Vec<u8> {
+pub(crate) fn three_sheet_xlsx() -> Vec<u8> {
     let mut wb = Workbook::new();
     let date = Format::new().set_num_format("yyyy-mm-dd");
     for sheet in sheets() {
