@@ -323,6 +323,14 @@ impl Member<'_> {
     /// Gives a message to its partition's task (started when there is none), pausing the
     /// partition when its task falls behind.
     fn dispatch(&mut self, delivery: Delivery) -> Result<(), JobError> {
+        for tp in self.consumer.guards().take_revoked() {
+            // Its task stops (its token is cancelled) and drops what it queued.
+            if self.partitions.remove(&tp).is_some_and(|p| p.paused) {
+                // Should the partition come back here it must fetch again; when it is no
+                // longer ours librdkafka refuses, which is fine.
+                let _ = self.consumer.resume(std::slice::from_ref(&tp));
+            }
+        }
         let tp: TopicPartition = (delivery.topic.clone(), delivery.partition);
         let mut delivery = delivery;
         loop {
@@ -361,11 +369,12 @@ impl Member<'_> {
         let run = PartitionRun {
             pipeline: self.pipeline.clone(),
             bus: self.bus.clone(),
-            tp,
             id: task.id,
             reports: self.reports.0.clone(),
             jobs: self.jobs.clone(),
             stop: self.stop.clone(),
+            revoked: self.consumer.guards().guard(&tp, &self.stop),
+            tp,
         };
         self.tasks.spawn(run.run(rx));
         task
@@ -381,6 +390,7 @@ struct PartitionRun {
     reports: mpsc::UnboundedSender<Report>,
     jobs: JobCache,
     stop: CancellationToken,
+    revoked: CancellationToken,
 }
 
 impl PartitionRun {
@@ -390,18 +400,15 @@ impl PartitionRun {
             // Once closing, the channel holds only what was sent before it closed.
             let idle = if closing { Duration::MAX } else { IDLE };
             let next = tokio::select! {
-                _ = self.stop.cancelled() => return,
+                biased;
+                // Revoked (or shutdown): what is queued here goes to the partition's next
+                // owner, which starts from the last commit; taking it here too would do it twice.
+                _ = self.revoked.cancelled() => return self.ended(),
                 next = tokio::time::timeout(idle, rx.recv()) => next,
             };
             let delivery = match next {
                 Ok(Some(d)) => d,
-                Ok(None) => {
-                    let _ = self.reports.send(Report::Ended {
-                        tp: self.tp.clone(),
-                        task: self.id,
-                    });
-                    return;
-                }
+                Ok(None) => return self.ended(),
                 // Idle: take no more, but handle whatever was sent meanwhile.
                 Err(_) => {
                     rx.close();
@@ -410,8 +417,10 @@ impl PartitionRun {
                 }
             };
             let handled = tokio::select! {
-                // Abandoned: the message is not committed and goes to another member.
-                _ = self.stop.cancelled() => return,
+                // Abandoned at shutdown: the message is not committed and goes to another
+                // member. A revoked partition's message in hand is finished: a lookup's
+                // requests already spent are not spent again.
+                _ = self.stop.cancelled() => return self.ended(),
                 r = self.pipeline.handle(&self.bus, &delivery, &self.jobs) => r,
             };
             let report = match handled {
@@ -427,6 +436,13 @@ impl PartitionRun {
                 return;
             }
         }
+    }
+
+    fn ended(&self) {
+        let _ = self.reports.send(Report::Ended {
+            tp: self.tp.clone(),
+            task: self.id,
+        });
     }
 }
 
