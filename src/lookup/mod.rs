@@ -26,6 +26,7 @@
 
 pub mod budget;
 mod circuit;
+pub mod clean;
 mod client;
 mod config;
 mod env;
