@@ -10,7 +10,7 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use geobatch::bus::EmbeddedBroker;
 use geobatch::job::{JobId, JobState};
-use geobatch::options::{JobSpec, Origin};
+use geobatch::options::{JobOptions, JobSpec, Origin};
 use geobatch::pipeline::Pipeline;
 use geobatch::settings::{HttpSettings, Settings};
 use geobatch::{http, lookup, watch};
@@ -80,6 +80,10 @@ struct ServeArgs {
     /// Watched folder (inbox/, outbox/, done/, failed/ inside); unset: off.
     #[arg(long, env = "GEOBATCH_WATCH_DIR")]
     watch_dir: Option<PathBuf>,
+    /// Job options for every file of the watched folder, as form fields joined with `&`
+    /// (the names of POST /jobs), e.g. `geocode=auto&providers=kakao,vworld`.
+    #[arg(long, env = "GEOBATCH_WATCH_OPTIONS")]
+    watch_options: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -166,6 +170,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// The watched folder's job options: `name=value&name=value`, read as the upload form's.
+fn watch_options(
+    text: &str,
+    templates: &Arc<std::collections::BTreeMap<String, serde_json::Value>>,
+) -> anyhow::Result<JobOptions> {
+    let fields = text
+        .split('&')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{p:?} is not name=value"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut ctx = Pipeline::option_context(Origin::Form);
+    ctx.templates = templates.clone();
+    Ok(JobSpec::from_fields(fields)?.validate(&ctx)?)
+}
+
 /// The operator's named templates (GEOBATCH_LOOKUP_TEMPLATES), checked; none when unset.
 fn load_templates(
     settings: &Settings,
@@ -228,7 +251,9 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> 
     spawn_metrics(metrics_addr, &pipeline).await?;
     pipeline.start_all();
     if let Some(dir) = &args.watch_dir {
-        watch::spawn(pipeline.clone(), dir.clone())
+        let defaults = watch_options(args.watch_options.as_deref().unwrap_or(""), &templates)
+            .context("GEOBATCH_WATCH_OPTIONS (--watch-options)")?;
+        watch::spawn(pipeline.clone(), dir.clone(), defaults)
             .with_context(|| format!("watched folder {}", dir.display()))?;
     }
     let listener = tokio::net::TcpListener::bind(args.http.http_addr)

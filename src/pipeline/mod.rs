@@ -13,6 +13,7 @@
 mod cleanup;
 mod cli_jobs;
 mod counters;
+mod geocode_step;
 mod intake_task;
 mod lookup_step;
 mod merger;

@@ -1,0 +1,288 @@
+//! Geocoding (addresses → coordinates) end to end: `geobatch convert --geocode` against the
+//! fake geocoder speaking Kakao, VWorld and Nominatim, the workbook checked cell by cell.
+
+use calamine::Data;
+
+use crate::fake_geocoder::{Behavior, FakeProvider, Script, KAKAO_PATH, KEY, VWORLD_PATH};
+use crate::harness::{convert_env, tempdir, text, Book, Output, TestDir};
+
+/// Road, parcel, messy, ambiguous, region-only, foreign, empty and repeated addresses.
+const STORES: &str = "\
+name,주소,전화
+시청,서울특별시 중구 세종대로 110,02-120
+문화회관,\"서울 종로구 세종대로 175, 3층\",02-399
+행복상사,(주)행복상사 세종로 1-68,
+광주,광주 중앙로 1,
+양평,경기 양평군 서종면 수입리 산 12,
+강서,서울특별시 강서구,
+외국,\"1600 Amphitheatre Parkway, Mountain View, CA\",
+빈칸,,
+시청2,  서울특별시   중구 세종대로 110 [본관],
+";
+
+fn stores_csv(dir: &TestDir) -> std::path::PathBuf {
+    let path = dir.path().join("stores.csv");
+    std::fs::write(&path, STORES).unwrap();
+    path
+}
+
+async fn geocode(
+    dir: &TestDir,
+    fake: &FakeProvider,
+    out: &std::path::Path,
+    args: &[&str],
+) -> Output {
+    let input = stores_csv(dir);
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("GEOBATCH_VWORLD_BASE_URL", fake.base_url.as_str()),
+        ("GEOBATCH_NOMINATIM_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+        ("VWORLD_API_KEY", KEY),
+    ];
+    let mut all = vec![input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+    all.extend_from_slice(args);
+    tokio::task::block_in_place(|| convert_env(dir, &env, &all))
+}
+
+/// The sheet's rows as text, by header.
+fn rows(book: &Book) -> (Vec<String>, Vec<Vec<String>>) {
+    let sheet = book.sheet("stores");
+    let header: Vec<String> = sheet[0].iter().map(text).collect();
+    let body = sheet[1..]
+        .iter()
+        .map(|r| {
+            (0..header.len())
+                .map(|i| r.get(i).map(text).unwrap_or_default())
+                .collect()
+        })
+        .collect();
+    (header, body)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let out = dir.path().join("out.xlsx");
+    let run = geocode(
+        &dir,
+        &fake,
+        &out,
+        &["--providers", "kakao,vworld", "--rate", "200"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains(KEY), "the key is in the log");
+
+    let book = Book::open(&out);
+    let (header, body) = rows(&book);
+    assert_eq!(
+        header,
+        [
+            "name",
+            "주소",
+            "전화",
+            "lon",
+            "lat",
+            "matched_address",
+            "match_type",
+            "provider",
+            "candidates",
+            "status",
+            "error"
+        ]
+    );
+    assert_eq!(body.len(), 9, "every row once");
+    // name → (lon, lat, matched_address, match_type, provider, candidates, status)
+    #[rustfmt::skip]
+    let want: [[&str; 8]; 9] = [
+        ["시청", "126.9779692", "37.5662952", "서울특별시 중구 세종대로 110", "road", "kakao", "1", "ok"],
+        ["문화회관", "126.9769", "37.5725", "서울 종로구 세종대로 175", "road", "kakao", "1", "ok"],
+        ["행복상사", "126.9765", "37.5729", "서울 종로구 세종로 1-68", "parcel", "kakao", "1", "ok"],
+        ["광주", "127.2553", "37.4095", "경기 광주시 중앙로 1", "road", "kakao", "2", "ambiguous"],
+        ["양평", "127.3651", "37.6098", "경기도 양평군 서종면 수입리 산12", "parcel", "vworld", "1", "ok"],
+        ["강서", "", "", "서울특별시 강서구", "region", "kakao", "1", "no_result"],
+        ["외국", "", "", "", "", "", "", "no_result"],
+        ["빈칸", "", "", "", "", "", "", "error"],
+        ["시청2", "126.9779692", "37.5662952", "서울특별시 중구 세종대로 110", "road", "kakao", "1", "ok"],
+    ];
+    for (row, w) in body.iter().zip(want) {
+        let got: Vec<&str> = row[3..10].iter().map(String::as_str).collect();
+        assert_eq!(got, w[1..], "row {}", w[0]);
+        assert_eq!(row[0], w[0]);
+    }
+    // The input's cells as they came, and the empty address named in its error.
+    assert_eq!(body[1][1], "서울 종로구 세종대로 175, 3층");
+    assert_eq!(body[0][2], "02-120");
+    assert_eq!(body[7][10], "no address");
+    assert!(body.iter().take(7).all(|r| r[10].is_empty()), "{body:?}");
+    let errors = book.sheet("Errors");
+    assert_eq!(errors.len(), 2, "one error row: {errors:?}");
+    assert!(
+        errors[1]
+            .iter()
+            .any(|c| matches!(c, Data::String(s) if s == "주소")),
+        "the error names the address column: {:?}",
+        errors[1]
+    );
+    assert_eq!(book.summary_value("geocoding providers"), "kakao → vworld");
+    assert_eq!(book.summary_value("rows ambiguous"), "1");
+
+    // Kakao was asked each distinct cleaned address once (7); VWorld only what Kakao did not
+    // place: 양평 (parcel first: found), 강서 (road, parcel: region only), 외국 (road, parcel).
+    let requests = fake.requests();
+    let kakao: Vec<&str> = requests
+        .iter()
+        .filter(|r| r.path == KAKAO_PATH)
+        .map(|r| r.param("query").unwrap())
+        .collect();
+    assert_eq!(kakao.len(), 7, "{kakao:?}");
+    assert!(kakao.contains(&"세종로 1-68") && kakao.contains(&"서울 종로구 세종대로 175"));
+    let vworld: Vec<(usize, &str, &str)> = requests
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.path == VWORLD_PATH)
+        .map(|(i, r)| (i, r.param("address").unwrap(), r.param("type").unwrap()))
+        .collect();
+    let mut asked: Vec<(&str, &str)> = vworld.iter().map(|(_, a, t)| (*a, *t)).collect();
+    asked.sort();
+    assert_eq!(
+        asked,
+        [
+            ("1600 Amphitheatre Parkway, Mountain View, CA", "PARCEL"),
+            ("1600 Amphitheatre Parkway, Mountain View, CA", "ROAD"),
+            ("경기 양평군 서종면 수입리 산 12", "PARCEL"),
+            ("서울특별시 강서구", "PARCEL"),
+            ("서울특별시 강서구", "ROAD"),
+        ]
+    );
+    // Fallback order: Kakao first, for each address VWorld was asked.
+    for (i, address, _) in &vworld {
+        let first_kakao = requests
+            .iter()
+            .position(|r| r.path == KAKAO_PATH && r.param("query") == Some(address))
+            .unwrap();
+        assert!(first_kakao < *i, "{address}: VWorld before Kakao");
+    }
+
+    // Kakao's answers are cached, VWorld's never (its terms).
+    let store = geobatch::store::ResultStore::open(dir.path(), dir.database_url())
+        .await
+        .unwrap();
+    assert_eq!(store.cached_answer_count("kakao").await.unwrap(), 7);
+    assert_eq!(store.cached_answer_count("vworld").await.unwrap(), 0);
+    drop(store);
+
+    // The same file again: Kakao from the cache, VWorld asked again; the same workbook.
+    fake.clear_requests();
+    let out2 = dir.path().join("out2.xlsx");
+    let run = geocode(
+        &dir,
+        &fake,
+        &out2,
+        &["--providers", "kakao,vworld", "--rate", "200"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(fake.count(KAKAO_PATH), 0, "{:?}", fake.requests());
+    assert_eq!(fake.count(VWORLD_PATH), 5);
+    assert_eq!(rows(&Book::open(&out2)).1, body);
+    let store = geobatch::store::ResultStore::open(dir.path(), dir.database_url())
+        .await
+        .unwrap();
+    assert_eq!(store.cached_answer_count("vworld").await.unwrap(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn throttling_and_server_errors_are_retried_and_a_disabled_kakao_map_fails_the_job() {
+    let dir = tempdir();
+    // A 429 with Retry-After and a 500 on the way: every row still ends as without them.
+    let fake = FakeProvider::start(Script::steps([
+        Behavior::TooMany {
+            retry_after: Some("1".into()),
+        },
+        Behavior::Status(500),
+    ]))
+    .await;
+    let out = dir.path().join("out.xlsx");
+    let run = geocode(&dir, &fake, &out, &["--geocode", "주소", "--rate", "200"]).await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_, body) = rows(&Book::open(&out));
+    let status: Vec<&str> = body.iter().map(|r| r[9].as_str()).collect();
+    assert_eq!(
+        status,
+        [
+            "ok",
+            "ok",
+            "ok",
+            "ambiguous",
+            "no_result",
+            "no_result",
+            "no_result",
+            "error",
+            "ok"
+        ]
+    );
+    // 7 distinct addresses, and the two failed attempts retried.
+    assert_eq!(fake.count(KAKAO_PATH), 9, "{:?}", fake.requests());
+
+    // Kakao's 403 for an app without the Kakao Map service: the job fails saying what to do.
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::always(Behavior::Status(403))).await;
+    let out = dir.path().join("out.xlsx");
+    let run = geocode(&dir, &fake, &out, &["--geocode", "--rate", "200"]).await;
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr
+            .contains("KAKAO_REST_API_KEY was refused by Kakao (HTTP 403"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("카카오맵"), "{}", run.stderr);
+    assert!(!run.stderr.contains(KEY));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn geocoding_options_are_checked_before_the_job_starts() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let out = dir.path().join("out.xlsx");
+    // No address column: the headers are listed.
+    let input = dir.path().join("plain.csv");
+    std::fs::write(&input, "상호,전화\n가게,02-1\n").unwrap();
+    let env = [("KAKAO_REST_API_KEY", KEY)];
+    let args = [
+        input.to_str().unwrap(),
+        "-o",
+        out.to_str().unwrap(),
+        "--geocode",
+    ];
+    let run = tokio::task::block_in_place(|| convert_env(&dir, &env, &args));
+    assert_eq!(run.code, 2, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("no address column found"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stderr.contains("\"상호\", \"전화\""), "{}", run.stderr);
+    // A provider that does not geocode, and coordinates options with addresses.
+    for (extra, says) in [
+        (&["--providers", "template"][..], "does not geocode"),
+        (
+            &["--geocode", "주소", "--from", "EPSG:5174"][..],
+            "option from",
+        ),
+        (&["--providers", "vworld"][..], "VWORLD_API_KEY"),
+    ] {
+        let run = tokio::task::block_in_place(|| {
+            let input = stores_csv(&dir);
+            let mut all = vec![input.to_str().unwrap(), "-o", out.to_str().unwrap()];
+            all.extend_from_slice(extra);
+            convert_env(&dir, &[("GEOBATCH_KAKAO_BASE_URL", &fake.base_url)], &all)
+        });
+        assert_eq!(run.code, 2, "{extra:?}: {}", run.stderr);
+        assert!(run.stderr.contains(says), "{extra:?}: {}", run.stderr);
+    }
+    assert!(fake.requests().is_empty());
+}
