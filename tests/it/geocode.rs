@@ -69,7 +69,14 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
         &dir,
         &fake,
         &out,
-        &["--providers", "kakao,vworld", "--rate", "200"],
+        &[
+            "--providers",
+            "kakao,vworld",
+            "--rate",
+            "200",
+            "--format",
+            "xlsx,geojson",
+        ],
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
@@ -128,6 +135,37 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
     );
     assert_eq!(book.summary_value("geocoding providers"), "kakao → vworld");
     assert_eq!(book.summary_value("rows ambiguous"), "1");
+    assert_eq!(book.summary_value("rows no_result"), "2");
+    // What the cleaner did, counted per row.
+    for (step, rows) in [
+        ("floor or unit removed", "1"),
+        ("company name in front removed", "1"),
+        ("bracketed note removed", "1"),
+        ("spaces collapsed", "1"),
+        ("full-width characters made half-width", "0"),
+    ] {
+        assert_eq!(
+            book.summary_value(&format!("cleaning: {step}")),
+            rows,
+            "{step}"
+        );
+    }
+    // The GIS output has the same rows: positions where there are, none elsewhere.
+    let geojson: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("out.geojson")).unwrap())
+            .unwrap();
+    let features = geojson["features"].as_array().unwrap();
+    assert_eq!(features.len(), 9);
+    assert_eq!(features[4]["properties"]["provider"], "vworld");
+    assert_eq!(features[4]["properties"]["match_type"], "parcel");
+    let at = &features[4]["geometry"]["coordinates"];
+    assert_eq!(
+        (at[0].as_f64(), at[1].as_f64()),
+        (Some(127.3651), Some(37.6098))
+    );
+    for i in [5, 6, 7] {
+        assert!(features[i]["geometry"].is_null(), "{}", features[i]);
+    }
 
     // Kakao was asked each distinct cleaned address once (7); VWorld only what Kakao did not
     // place: 양평 (parcel first: found), 강서 (road, parcel: region only), 외국 (road, parcel).
