@@ -21,10 +21,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use futures::stream::{self, StreamExt};
 
-use super::lookup_step::{
-    invalid_key_message, quota_message, unavailable, DeadLetter, Halt, Looked, Lookups,
-};
-use super::JobError;
+use super::halt::{invalid_key_message, key_refusal, quota_message, unavailable, Halt};
+use super::lookup_step::{DeadLetter, Looked, Lookups};
+use super::{JobError, Pipeline};
 use crate::convert::crs::{Crs, Transform};
 use crate::job::{Epsg, JobId, Outcome, RowAddress, RowPoint, RowResult, RowStatus};
 use crate::lookup::clean::clean;
@@ -35,6 +34,44 @@ use crate::store::{now_ms, ResultStore};
 
 /// Addresses resolved at once per batch (the budget gate decides when each is sent).
 const CONCURRENCY: usize = 8;
+
+/// What pre-flight asks each provider: a well-known address.
+const PREFLIGHT_ADDRESS: &str = "서울특별시 중구 세종대로 110";
+/// Pre-flight waits this long for a provider, then leaves it to the workers.
+const PREFLIGHT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+impl Pipeline {
+    /// Geocoding: before a job is accepted, one request per provider of its chain (not from
+    /// the cache) checks the key. A refused key (Kakao's 403 for an app without the Kakao Map
+    /// service above all) refuses the job saying what to do, instead of a job of error rows;
+    /// anything else (an outage, a slow answer) is left to the workers.
+    pub(super) async fn preflight(&self, options: &JobOptions) -> Result<(), JobError> {
+        let Some(geocode) = self
+            .lookups
+            .for_geocode(options, &self.lookup_env, &self.store)?
+        else {
+            return Ok(());
+        };
+        for g in &geocode.chain {
+            let provider = g.lookup.provider();
+            let kind = provider.address_kinds()[0];
+            let query = Query::Address {
+                text: PREFLIGHT_ADDRESS,
+                kind,
+            };
+            match tokio::time::timeout(PREFLIGHT_WAIT, g.lookup.ask(&query)).await {
+                Ok(Err(e @ LookupError::InvalidKey { .. })) => {
+                    let refusal = key_refusal(&g.lookup, &e);
+                    return Err(lookup::ConfigError::KeyRefused(refusal).into());
+                }
+                Ok(Err(e)) => tracing::warn!(provider = provider.name(), "pre-flight: {e}"),
+                Ok(Ok(_)) => {}
+                Err(_) => tracing::warn!(provider = provider.name(), "pre-flight: no answer yet"),
+            }
+        }
+        Ok(())
+    }
+}
 
 /// One provider of a job's chain.
 struct Geocoder {

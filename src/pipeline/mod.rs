@@ -14,6 +14,7 @@ mod cleanup;
 mod cli_jobs;
 mod counters;
 mod geocode_step;
+mod halt;
 mod intake_task;
 mod lookup_step;
 mod merger;
@@ -114,6 +115,9 @@ impl JobError {
                 Some("lookup_template")
             }
             JobError::Lookup(ConfigError::BadRate(_)) => Some("rate"),
+            JobError::Lookup(ConfigError::NotAGeocoder(..) | ConfigError::KeyRefused(_)) => {
+                Some("providers")
+            }
             JobError::Lookup(e) if e.is_input_error() => Some("lookup"),
             _ => None,
         }
@@ -391,6 +395,7 @@ impl Pipeline {
             .await
             .map_err(|e| JobError::Io(std::io::Error::other(e)))??
         };
+        self.preflight(&options).await?;
         // No readable point anywhere: every row will be an error row, whatever the CRS.
         let source = options.from.or(inspection.detected).unwrap_or(Epsg::WGS84);
         // The engine checks its CRSs (PostGIS: in spatial_ref_sys) before the job is accepted.

@@ -4,7 +4,12 @@
 use calamine::Data;
 
 use crate::fake_geocoder::{Behavior, FakeProvider, Script, KAKAO_PATH, KEY, VWORLD_PATH};
-use crate::harness::{convert_env, tempdir, text, Book, Output, TestDir};
+use std::time::Duration;
+
+use crate::harness::{
+    convert_env, download_book, tempdir, text, upload, wait_done, wait_path, Book, Output, Serve,
+    TestDir,
+};
 
 /// Road, parcel, messy, ambiguous, region-only, foreign, empty and repeated addresses.
 const STORES: &str = "\
@@ -167,15 +172,17 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
         assert!(features[i]["geometry"].is_null(), "{}", features[i]);
     }
 
-    // Kakao was asked each distinct cleaned address once (7); VWorld only what Kakao did not
-    // place: 양평 (parcel first: found), 강서 (road, parcel: region only), 외국 (road, parcel).
+    // Pre-flight asked each provider about 서울특별시 중구 세종대로 110 (its key). Then Kakao was
+    // asked each distinct cleaned address once (7); VWorld only what Kakao did not place:
+    // 양평 (parcel first: found), 강서 (road, parcel: region only), 외국 (road, parcel).
     let requests = fake.requests();
     let kakao: Vec<&str> = requests
         .iter()
         .filter(|r| r.path == KAKAO_PATH)
         .map(|r| r.param("query").unwrap())
         .collect();
-    assert_eq!(kakao.len(), 7, "{kakao:?}");
+    assert_eq!(kakao.len(), 1 + 7, "{kakao:?}");
+    assert_eq!(kakao[0], "서울특별시 중구 세종대로 110", "pre-flight first");
     assert!(kakao.contains(&"세종로 1-68") && kakao.contains(&"서울 종로구 세종대로 175"));
     let vworld: Vec<(usize, &str, &str)> = requests
         .iter()
@@ -193,6 +200,7 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
             ("경기 양평군 서종면 수입리 산 12", "PARCEL"),
             ("서울특별시 강서구", "PARCEL"),
             ("서울특별시 강서구", "ROAD"),
+            ("서울특별시 중구 세종대로 110", "ROAD"),
         ]
     );
     // Fallback order: Kakao first, for each address VWorld was asked.
@@ -223,8 +231,13 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
     )
     .await;
     assert_eq!(run.code, 0, "{}", run.stderr);
-    assert_eq!(fake.count(KAKAO_PATH), 0, "{:?}", fake.requests());
-    assert_eq!(fake.count(VWORLD_PATH), 5);
+    assert_eq!(
+        fake.count(KAKAO_PATH),
+        1,
+        "pre-flight only: {:?}",
+        fake.requests()
+    );
+    assert_eq!(fake.count(VWORLD_PATH), 1 + 5);
     assert_eq!(rows(&Book::open(&out2)).1, body);
     let store = geobatch::store::ResultStore::open(dir.path(), dir.database_url())
         .await
@@ -233,7 +246,7 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn throttling_and_server_errors_are_retried_and_a_disabled_kakao_map_fails_the_job() {
+async fn throttling_is_retried_and_a_disabled_kakao_map_is_refused_at_acceptance() {
     let dir = tempdir();
     // A 429 with Retry-After and a 500 on the way: every row still ends as without them.
     let fake = FakeProvider::start(Script::steps([
@@ -248,29 +261,17 @@ async fn throttling_and_server_errors_are_retried_and_a_disabled_kakao_map_fails
     assert_eq!(run.code, 0, "{}", run.stderr);
     let (_, body) = rows(&Book::open(&out));
     let status: Vec<&str> = body.iter().map(|r| r[9].as_str()).collect();
-    assert_eq!(
-        status,
-        [
-            "ok",
-            "ok",
-            "ok",
-            "ambiguous",
-            "no_result",
-            "no_result",
-            "no_result",
-            "error",
-            "ok"
-        ]
-    );
-    // 7 distinct addresses, and the two failed attempts retried.
-    assert_eq!(fake.count(KAKAO_PATH), 9, "{:?}", fake.requests());
+    assert_eq!(status, KAKAO_ONLY);
+    // Pre-flight (whose two failed attempts were retried), then 7 distinct addresses.
+    assert_eq!(fake.count(KAKAO_PATH), 3 + 7, "{:?}", fake.requests());
 
-    // Kakao's 403 for an app without the Kakao Map service: the job fails saying what to do.
+    // Kakao's 403 for an app without the Kakao Map service: pre-flight refuses the job at
+    // acceptance (exit 2; HTTP 422), saying what to switch on; nothing else is asked.
     let dir = tempdir();
     let fake = FakeProvider::start(Script::always(Behavior::Status(403))).await;
     let out = dir.path().join("out.xlsx");
     let run = geocode(&dir, &fake, &out, &["--geocode", "--rate", "200"]).await;
-    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert_eq!(run.code, 2, "{}", run.stderr);
     assert!(
         run.stderr
             .contains("KAKAO_REST_API_KEY was refused by Kakao (HTTP 403"),
@@ -278,7 +279,10 @@ async fn throttling_and_server_errors_are_retried_and_a_disabled_kakao_map_fails
         run.stderr
     );
     assert!(run.stderr.contains("카카오맵"), "{}", run.stderr);
+    assert!(run.stderr.contains("not accepted"), "{}", run.stderr);
     assert!(!run.stderr.contains(KEY));
+    assert_eq!(fake.count(KAKAO_PATH), 1, "pre-flight only");
+    assert!(!out.exists());
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -323,4 +327,67 @@ async fn geocoding_options_are_checked_before_the_job_starts() {
         assert!(run.stderr.contains(says), "{extra:?}: {}", run.stderr);
     }
     assert!(fake.requests().is_empty());
+}
+
+/// The statuses of `stores.csv`'s rows with the default chain (Kakao only).
+const KAKAO_ONLY: [&str; 9] = [
+    "ok",
+    "ok",
+    "ok",
+    "ambiguous",
+    "no_result",
+    "no_result",
+    "no_result",
+    "error",
+    "ok",
+];
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_upload_form_and_the_watched_folder_take_geocoding_options() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let watch = dir.path().join("watch");
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+        ("GEOBATCH_WATCH_DIR", watch.to_str().unwrap()),
+        (
+            "GEOBATCH_WATCH_OPTIONS",
+            "geocode=주소&providers=kakao&rate=200",
+        ),
+        ("GEOBATCH_WATCH_QUIET_MS", "200"),
+    ];
+    let serve = Serve::start(&dir, &env);
+    let csv = || vec![("stores.csv", STORES.as_bytes().to_vec())];
+    let fields = [("geocode", "auto"), ("providers", "kakao"), ("rate", "200")];
+    let (status, body) = upload(&serve, &csv(), &fields).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    wait_done(&serve, &id).await;
+    let (_, got) = rows(&download_book(&serve, &id, &dir).await);
+    let statuses: Vec<&str> = got.iter().map(|r| r[9].as_str()).collect();
+    assert_eq!(statuses, KAKAO_ONLY);
+
+    // The watched folder's files are geocoded with GEOBATCH_WATCH_OPTIONS.
+    let part = watch.join("inbox").join("stores.csv.part");
+    std::fs::write(&part, STORES).unwrap();
+    std::fs::rename(&part, watch.join("inbox").join("stores.csv")).unwrap();
+    let out = watch.join("outbox").join("stores.xlsx");
+    wait_path(&out, Duration::from_secs(60));
+    wait_path(
+        &watch.join("done").join("stores.csv"),
+        Duration::from_secs(60),
+    );
+    let (_, from_folder) = rows(&Book::open(&out));
+    assert_eq!(from_folder, got);
+
+    // A key whose app lacks the Kakao Map service: 422 on the providers field, no job.
+    fake.set_script(Script::always(Behavior::Status(403)));
+    let (status, body) = upload(&serve, &csv(), &fields).await;
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["field"], "providers", "{body}");
+    assert!(
+        body["error"].as_str().unwrap().contains("카카오맵"),
+        "{body}"
+    );
 }
