@@ -391,3 +391,47 @@ async fn the_upload_form_and_the_watched_folder_take_geocoding_options() {
         "{body}"
     );
 }
+
+/// A row whose address every provider refused is an error row; retrying the job asks again
+/// for those rows only.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_geocodes_the_error_rows_again() {
+    let dir = tempdir();
+    // Pre-flight is answered; the first address asked is refused (HTTP 400).
+    let fake = FakeProvider::start(Script::steps([Behavior::Answer, Behavior::Status(400)])).await;
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let serve = Serve::start(&dir, &env);
+    let csv = vec![("stores.csv", STORES.as_bytes().to_vec())];
+    let (status, body) = upload(&serve, &csv, &[("geocode", "주소"), ("rate", "200")]).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    let job = wait_done(&serve, &id).await;
+    let (_, first) = rows(&download_book(&serve, &id, &dir).await);
+    let refused: Vec<&Vec<String>> = first
+        .iter()
+        .filter(|r| r[9] == "error" && r[10].contains("HTTP 400"))
+        .collect();
+    assert!(!refused.is_empty(), "{first:?}");
+    assert!(
+        refused.iter().all(|r| r[10].starts_with("kakao: ")),
+        "{refused:?}"
+    );
+    assert_eq!(job["rows_failed"].as_u64(), Some(refused.len() as u64 + 1));
+    assert_eq!(fake.count(KAKAO_PATH), 1 + 7);
+
+    let res = crate::harness::client()
+        .post(serve.url(&format!("/jobs/{id}/retry")))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status().as_u16(), 202);
+    wait_done(&serve, &id).await;
+    let (_, again) = rows(&download_book(&serve, &id, &dir).await);
+    let statuses: Vec<&str> = again.iter().map(|r| r[9].as_str()).collect();
+    assert_eq!(statuses, KAKAO_ONLY);
+    // One more request: the refused address; the empty one is an error without asking.
+    assert_eq!(fake.count(KAKAO_PATH), 1 + 7 + 1);
+}
