@@ -253,7 +253,29 @@ fn vworld_error(code: &str, text: &str) -> Response {
     )
 }
 
+/// `가상시 격자구 격자로 N` (any N): a road address Kakao knows, at [`grid_point`].
+pub fn grid_address(n: u64) -> String {
+    format!("가상시 격자구 격자로 {n}")
+}
+
+pub fn grid_point(n: u64) -> (f64, f64) {
+    (127.0 + n as f64 * 1e-4, 37.5)
+}
+
 fn kakao(query: &str) -> Response {
+    if let Some(n) = query
+        .strip_prefix("가상시 격자구 격자로 ")
+        .and_then(|n| n.parse::<u64>().ok())
+    {
+        let (lon, lat) = grid_point(n);
+        return json_ok(
+            json!({"meta": {"total_count": 1, "pageable_count": 1, "is_end": true},
+            "documents": [{"address_name": query, "address_type": "ROAD_ADDR",
+                "x": lon.to_string(), "y": lat.to_string(),
+                "address": {"address_name": format!("가상시 격자구 격자동 {n}")},
+                "road_address": {"address_name": query, "building_name": ""}}]}),
+        );
+    }
     let Some(e) = entry(query).filter(|e| !e.kakao.is_empty()) else {
         return empty(KAKAO_PATH);
     };

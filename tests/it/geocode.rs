@@ -3,7 +3,9 @@
 
 use calamine::Data;
 
-use crate::fake_geocoder::{Behavior, FakeProvider, Script, KAKAO_PATH, KEY, VWORLD_PATH};
+use crate::fake_geocoder::{
+    grid_address, grid_point, Behavior, FakeProvider, Script, KAKAO_PATH, KEY, VWORLD_PATH,
+};
 use std::time::Duration;
 
 use crate::harness::{
@@ -50,9 +52,14 @@ async fn geocode(
     tokio::task::block_in_place(|| convert_env(dir, &env, &all))
 }
 
-/// The sheet's rows as text, by header.
+/// The `stores` sheet's rows as text, and its header.
 fn rows(book: &Book) -> (Vec<String>, Vec<Vec<String>>) {
-    let sheet = book.sheet("stores");
+    rows_of(book, "stores")
+}
+
+/// A sheet's rows as text, and its header.
+fn rows_of(book: &Book, name: &str) -> (Vec<String>, Vec<Vec<String>>) {
+    let sheet = book.sheet(name);
     let header: Vec<String> = sheet[0].iter().map(text).collect();
     let body = sheet[1..]
         .iter()
@@ -434,4 +441,73 @@ async fn retry_geocodes_the_error_rows_again() {
     assert_eq!(statuses, KAKAO_ONLY);
     // One more request: the refused address; the empty one is an error without asking.
     assert_eq!(fake.count(KAKAO_PATH), 1 + 7 + 1);
+}
+
+/// serve killed (SIGKILL) in the middle of a geocoding job and started again: the job
+/// completes, and no address whose row was stored before the kill is asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn stored_rows_are_not_geocoded_again_after_a_kill() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+        ("GEOBATCH_BATCH_ROWS", "5"),
+    ];
+    let mut serve = Serve::start(&dir, &env);
+    let rows = 150u64;
+    let mut csv = String::from("id,address\n");
+    for n in 0..rows {
+        csv.push_str(&format!("{n},{}\n", grid_address(n)));
+    }
+    let files = vec![("grid.csv", csv.into_bytes())];
+    let (status, body) = upload(&serve, &files, &[("geocode", "auto"), ("rate", "25")]).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    crate::harness::wait_job(&serve, &id, Duration::from_secs(60), |j| {
+        j["rows_done"].as_u64().unwrap_or(0) >= 30
+    })
+    .await;
+    serve.kill();
+    let before = fake.requests().len();
+    let store = geobatch::store::ResultStore::open(dir.path(), dir.database_url())
+        .await
+        .unwrap();
+    let job = geobatch::job::JobId::parse(&id).unwrap();
+    let stored: std::collections::HashSet<u64> = store
+        .results_page(&job, None, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| {
+            assert_eq!(
+                r.outcome.position(),
+                Some(grid_point(r.seq)),
+                "row {}",
+                r.seq
+            );
+            r.seq
+        })
+        .collect();
+    assert!(
+        stored.len() >= 30 && (stored.len() as u64) < rows,
+        "{}",
+        stored.len()
+    );
+    drop(store);
+
+    let serve = Serve::start(&dir, &env);
+    let job = wait_done(&serve, &id).await;
+    assert_eq!(job["rows_done"].as_u64(), Some(rows));
+    assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
+    let again: Vec<String> = fake.requests()[before..]
+        .iter()
+        .filter_map(|r| r.param("query").map(str::to_string))
+        .filter(|q| stored.iter().any(|&n| *q == grid_address(n)))
+        .collect();
+    assert!(again.is_empty(), "stored rows asked again: {again:?}");
+    let (_, got) = rows_of(&download_book(&serve, &id, &dir).await, "grid");
+    assert_eq!(got.len() as u64, rows);
+    let ok = got.iter().filter(|r| r[8] == "ok").count() as u64;
+    assert_eq!(ok, rows, "every row placed once");
 }
