@@ -511,3 +511,55 @@ async fn stored_rows_are_not_geocoded_again_after_a_kill() {
     let ok = got.iter().filter(|r| r[8] == "ok").count() as u64;
     assert_eq!(ok, rows, "every row placed once");
 }
+
+/// Two `geobatch worker` processes with two workers each, serve without workers, on one store
+/// and an external broker: Kakao never sees more than the budget in any second.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_geocoding_budget_holds_for_the_whole_cluster() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let (_broker, brokers) = crate::harness::embedded_broker_process(&dir);
+    let common = [
+        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
+        ("GEOBATCH_TOPIC_PARTITIONS", "4"),
+        ("GEOBATCH_BATCH_ROWS", "5"),
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+    ];
+    let serve = Serve::start(&dir, &[&common[..], &[("GEOBATCH_WORKERS", "0")]].concat());
+    let worker_env = [&common[..], &[("GEOBATCH_WORKERS", "2")]].concat();
+    let mut workers: Vec<Serve> = (0..2)
+        .map(|_| Serve::start_cmd(&dir, "worker", &worker_env))
+        .collect();
+    for w in &mut workers {
+        w.wait_for_log("worker subscribed", Duration::from_secs(60));
+    }
+    let rows = 60u64;
+    let csv: String = (0..rows).fold(String::from("주소\n"), |mut csv, n| {
+        csv.push_str(&grid_address(n));
+        csv.push('\n');
+        csv
+    });
+    let files = vec![("grid.csv", csv.into_bytes())];
+    let (status, body) = upload(&serve, &files, &[("geocode", "auto"), ("rate", "10")]).await;
+    assert_eq!(status, 202, "{body}");
+    let job = wait_done(&serve, body["id"].as_str().unwrap()).await;
+    assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
+    let mut times: Vec<_> = fake.requests().iter().map(|r| r.at).collect();
+    assert_eq!(
+        times.len() as u64,
+        1 + rows,
+        "pre-flight, then each address once"
+    );
+    times.sort();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= 10,
+            "{in_window} requests in the second from request {i}"
+        );
+    }
+}
