@@ -370,7 +370,11 @@ async fn the_upload_form_and_the_watched_folder_take_geocoding_options() {
     let (status, body) = upload(&serve, &csv(), &fields).await;
     assert_eq!(status, 202, "{body}");
     let id = body["id"].as_str().unwrap().to_string();
-    wait_done(&serve, &id).await;
+    let job = wait_done(&serve, &id).await;
+    // 7 distinct addresses asked (pre-flight is not the job's), the repeated one from the batch.
+    assert_eq!(job["lookups"]["requests"], 7, "{job}");
+    assert_eq!(job["lookups"]["cache_hits"], 1, "{job}");
+    assert_eq!(job["lookups"]["requests_left_estimate"], 0, "{job}");
     let (_, got) = rows(&download_book(&serve, &id, &dir).await);
     let statuses: Vec<&str> = got.iter().map(|r| r[9].as_str()).collect();
     assert_eq!(statuses, KAKAO_ONLY);
