@@ -11,7 +11,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use geobatch::bus::EmbeddedBroker;
 use geobatch::job::{JobId, JobState};
 use geobatch::options::{JobOptions, JobSpec, Origin};
-use geobatch::pipeline::Pipeline;
+use geobatch::pipeline::{LookupEstimate, Pipeline};
 use geobatch::settings::{HttpSettings, Settings};
 use geobatch::{http, lookup, watch};
 use tokio_util::sync::CancellationToken;
@@ -443,7 +443,16 @@ fn progress_bar(pipeline: Arc<Pipeline>, id: JobId) -> tokio::task::JoinHandle<(
                 let done: u64 = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
                 bar.set_length(job.total_rows.unwrap_or(done.max(1)));
                 bar.set_position(done);
-                bar.set_message(job.state.as_str());
+                let message =
+                    match LookupEstimate::of(&job, done) {
+                        Some(e) => format!(
+                        "{} · {} requests, {} cache hits, ~{} requests (~{} s at the budget) left",
+                        job.state, e.requests, e.cache_hits, e.requests_left_estimate,
+                        e.seconds_left_estimate
+                    ),
+                        None => job.state.to_string(),
+                    };
+                bar.set_message(message);
             }
             // Redraw on progress, at most five times a second.
             let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;

@@ -14,6 +14,7 @@ use super::{ApiError, AppState};
 use crate::job::{JobId, JobState};
 use crate::merge::{self, OutputFormat};
 use crate::pipeline::JobError;
+use crate::pipeline::LookupEstimate;
 use crate::secret::percent_encode;
 use crate::store::{JobRecord, SheetRecord};
 
@@ -42,60 +43,14 @@ pub(super) struct JobView {
     result_url: Option<String>,
     /// Address lookup and geocoding jobs: requests so far and an estimate of what is left.
     #[serde(skip_serializing_if = "Option::is_none")]
-    lookups: Option<LookupView>,
-}
-
-#[derive(Serialize)]
-struct LookupView {
-    /// Requests sent to the providers for this job so far.
-    requests: u64,
-    /// Rows answered by the cache (or by an identical address or point of the same batch).
-    cache_hits: u64,
-    /// The requests the rows left will need at this job's rate of requests per row so far
-    /// (one per row left while none is done): distinct addresses left, as far as seen.
-    requests_left_estimate: u64,
-    /// Those requests at the budget (the first provider's), in seconds.
-    seconds_left_estimate: u64,
-    /// With a daily quota: UTC days those requests span.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    days_left_estimate: Option<u64>,
-}
-
-/// What is left of a lookup or geocoding job, at the pace of its rows so far.
-fn lookup_view(job: &JobRecord, done: u64) -> Option<LookupView> {
-    let options = &job.options;
-    let provider = match (&options.lookup, options.geocoders().first()) {
-        (Some(p), _) => p.as_str(),
-        (None, Some(p)) if options.is_geocode() => p,
-        _ => return None,
-    };
-    let rate = options
-        .rate
-        .or_else(|| crate::lookup::providers::find(provider).map(|p| p.default_rate_per_sec()))
-        .unwrap_or(1.0);
-    let left = job.total_rows.unwrap_or(done).saturating_sub(done);
-    let asked = job.lookup_requests + job.lookup_cache_hits;
-    let requests_left = if asked == 0 {
-        left
-    } else {
-        (left as f64 * job.lookup_requests as f64 / asked as f64).ceil() as u64
-    };
-    Some(LookupView {
-        requests: job.lookup_requests,
-        cache_hits: job.lookup_cache_hits,
-        requests_left_estimate: requests_left,
-        seconds_left_estimate: (requests_left as f64 / rate).ceil() as u64,
-        days_left_estimate: options
-            .daily_quota
-            .map(|q| requests_left.div_ceil(q.max(1))),
-    })
+    lookups: Option<LookupEstimate>,
 }
 
 fn job_view(job: JobRecord, sheets: Vec<SheetRecord>) -> JobView {
     let done = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
     let failed = sheets.iter().map(|s| s.rows_failed).sum();
     JobView {
-        lookups: lookup_view(&job, done),
+        lookups: LookupEstimate::of(&job, done),
         result_url: (job.state == JobState::Done)
             .then(|| format!("/jobs/{}/result.{}", job.id, job.options.formats()[0])),
         id: job.id,

@@ -13,6 +13,7 @@
 mod cleanup;
 mod cli_jobs;
 mod counters;
+mod estimate;
 mod geocode_step;
 mod halt;
 mod intake_task;
@@ -30,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use counters::{Counters, Histogram, BUCKETS};
+pub use estimate::LookupEstimate;
 pub use lookup_step::DeadLetter;
 pub use stall::BrokerHealth;
 
