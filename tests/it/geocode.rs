@@ -557,3 +557,61 @@ async fn the_geocoding_budget_holds_for_the_whole_cluster() {
     );
     crate::harness::assert_within_budget(times, 10);
 }
+
+/// Nominatim alone: building-level matches by place rank, a region never a position, and the
+/// requests it wants (jsonv2, Korea only, a User-Agent that names geobatch).
+#[tokio::test(flavor = "multi_thread")]
+async fn nominatim_geocodes_by_place_rank() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let out = dir.path().join("out.xlsx");
+    let run = geocode(
+        &dir,
+        &fake,
+        &out,
+        &["--providers", "nominatim", "--rate", "200"],
+    )
+    .await;
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let (_, body) = rows(&Book::open(&out));
+    let got: Vec<[&str; 4]> = body
+        .iter()
+        .map(|r| [r[6].as_str(), r[7].as_str(), r[8].as_str(), r[9].as_str()])
+        .collect();
+    let found = ["building", "nominatim", "1", "ok"];
+    let nothing = ["", "", "", "no_result"];
+    assert_eq!(
+        got,
+        [
+            found,
+            found,
+            nothing,
+            nothing,
+            nothing,
+            ["region", "nominatim", "1", "no_result"],
+            nothing,
+            ["", "", "", "error"],
+            found,
+        ]
+    );
+    assert_eq!(body[0][3..5], ["126.9779692", "37.5662952"]);
+    assert_eq!(body[0][5], "서울특별시청, 서울특별시 중구 세종대로 110");
+    assert!(
+        body[5][3].is_empty() && body[5][4].is_empty(),
+        "a region has no position"
+    );
+    let requests = fake.requests();
+    assert_eq!(requests.len(), 1 + 7, "pre-flight, then each address once");
+    for r in &requests {
+        assert_eq!(r.path, crate::fake_geocoder::NOMINATIM_PATH);
+        assert_eq!(
+            (r.param("format"), r.param("countrycodes")),
+            (Some("jsonv2"), Some("kr"))
+        );
+        assert!(
+            r.header("user-agent")
+                .is_some_and(|ua| ua.contains("geobatch")),
+            "{r:?}"
+        );
+    }
+}
