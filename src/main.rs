@@ -55,6 +55,10 @@ struct RetryArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Geocoding jobs: ask their `no_result` rows too, of these providers (comma-separated),
+    /// which the job keeps from now on.
+    #[arg(long, value_name = "P,P")]
+    providers: Option<String>,
 }
 
 #[derive(Args)]
@@ -149,8 +153,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             on_signals(pipeline.shutdown_token());
             pipeline.start_workers();
             pipeline.start_merger();
-            let rows = pipeline.retry(&id).await?;
-            eprintln!("geobatch: retrying {rows} error row(s) of job {id}");
+            let rows = match pipeline.retry_with(&id, args.providers.as_deref()).await {
+                Ok(rows) => rows,
+                Err(e) if e.is_input_error() => {
+                    eprintln!("geobatch: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            eprintln!("geobatch: retrying {rows} row(s) of job {id}");
             report_when_finished(&pipeline, &id, started, !args.no_progress).await
         }
         Command::Broker => {

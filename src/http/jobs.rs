@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -120,13 +120,19 @@ pub(super) async fn delete(
 }
 
 /// `POST /jobs/{id}/retry`: re-drives a finished job's error rows (202), 404 for no such job,
-/// 409 while it is not finished.
+/// 409 while it is not finished. `?providers=a,b` (geocoding jobs): its `no_result` rows too,
+/// with this provider chain.
 pub(super) async fn retry(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    match st.pipeline.retry(&id).await {
+    let providers = query
+        .iter()
+        .find(|(k, _)| k == "providers")
+        .map(|(_, v)| v.as_str());
+    match st.pipeline.retry_with(&id, providers).await {
         Ok(rows) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "id": id, "retried_rows": rows, "status_url": format!("/jobs/{id}") })),

@@ -144,6 +144,15 @@ pub struct OptionError {
     pub message: String,
 }
 
+/// A geocoding provider chain as the `providers` option reads it (`kakao,vworld`), for a
+/// retry with other providers.
+pub fn parse_provider_chain(
+    text: &str,
+    known: &[&'static str],
+) -> Result<Vec<String>, OptionError> {
+    parse_providers(text, known).map_err(|m| err("providers", m))
+}
+
 pub(super) fn err(option: &'static str, message: impl Into<String>) -> OptionError {
     OptionError {
         option,

@@ -239,6 +239,19 @@ fn cache_query(text: &str, kind: AddressKind) -> String {
 }
 
 impl JobGeocode {
+    /// Whether the job still asks this chain (a retry may give it another).
+    pub(super) async fn is_current(
+        &self,
+        store: &ResultStore,
+        job: &JobId,
+    ) -> Result<bool, JobError> {
+        let Some(record) = store.job(job).await? else {
+            return Ok(true);
+        };
+        let chain = self.chain.iter().map(|g| g.lookup.provider().name());
+        Ok(chain.eq(record.options.geocoders()))
+    }
+
     /// Asks the chain about one cleaned address.
     async fn resolve(
         &self,

@@ -151,7 +151,12 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner())
             .get(job)
             .cloned();
-        let work = match known {
+        // A geocoding job retried with another provider chain: what was kept is stale.
+        let stale = match known.as_ref().and_then(|w| w.as_ref()?.geocode.as_ref()) {
+            Some(g) => !g.is_current(&self.store, job).await?,
+            None => false,
+        };
+        let work = match known.filter(|_| !stale) {
             Some(work) => work,
             None => {
                 let work = self.worker_job(job).await?.map(Arc::new);

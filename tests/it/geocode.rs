@@ -615,3 +615,65 @@ async fn nominatim_geocodes_by_place_rank() {
         );
     }
 }
+
+/// A finished geocoding job retried with another provider chain: its `no_result` rows (and
+/// `error` rows) are asked of the new chain, the others are kept and not asked again.
+#[tokio::test(flavor = "multi_thread")]
+async fn retry_with_other_providers_asks_the_rows_not_found() {
+    let dir = tempdir();
+    let fake = FakeProvider::start(Script::ok()).await;
+    let env = [
+        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
+        ("GEOBATCH_VWORLD_BASE_URL", fake.base_url.as_str()),
+        ("KAKAO_REST_API_KEY", KEY),
+        ("VWORLD_API_KEY", KEY),
+    ];
+    let serve = Serve::start(&dir, &env);
+    let csv = vec![("stores.csv", STORES.as_bytes().to_vec())];
+    let (status, body) = upload(&serve, &csv, &[("geocode", "주소"), ("rate", "200")]).await;
+    assert_eq!(status, 202, "{body}");
+    let id = body["id"].as_str().unwrap().to_string();
+    wait_done(&serve, &id).await;
+    let (_, first) = rows(&download_book(&serve, &id, &dir).await);
+    assert_eq!(first[4][9], "no_result", "양평 is unknown to Kakao");
+    fake.clear_requests();
+
+    let retry = |query: &'static str| {
+        let url = serve.url(&format!("/jobs/{id}/retry{query}"));
+        async move { crate::harness::client().post(url).send().await.unwrap() }
+    };
+    let res = retry("?providers=vworld,google").await;
+    assert_eq!(res.status().as_u16(), 422);
+    let res = retry("?providers=vworld").await;
+    assert_eq!(res.status().as_u16(), 202);
+    let body: serde_json::Value = res.json().await.unwrap();
+    assert_eq!(
+        body["retried_rows"], 4,
+        "3 no_result rows and the empty one: {body}"
+    );
+    wait_done(&serve, &id).await;
+    let (_, again) = rows(&download_book(&serve, &id, &dir).await);
+    let got: Vec<[&str; 3]> = again
+        .iter()
+        .map(|r| [r[7].as_str(), r[6].as_str(), r[9].as_str()])
+        .collect();
+    let kakao_road = ["kakao", "road", "ok"];
+    assert_eq!(
+        got,
+        [
+            kakao_road,
+            kakao_road,
+            ["kakao", "parcel", "ok"],
+            ["kakao", "road", "ambiguous"],
+            ["vworld", "parcel", "ok"],
+            ["vworld", "region", "no_result"],
+            ["", "", "no_result"],
+            ["", "", "error"],
+            kakao_road,
+        ]
+    );
+    // Kakao not asked again; VWorld: pre-flight, then 양평, 강서 (road, parcel), 외국 (road,
+    // parcel).
+    assert_eq!(fake.count(KAKAO_PATH), 0, "{:?}", fake.requests());
+    assert_eq!(fake.count(VWORLD_PATH), 1 + 1 + 2 + 2);
+}
