@@ -172,7 +172,7 @@ pub async fn answer(
         }
         Behavior::InvalidKey => bad_key(path),
         Behavior::BadJson => raw(200, "<html>maintenance</html>"),
-        Behavior::Reset => raw(502, "bad gateway"),
+        Behavior::Reset => unreachable!("the fake resets the connection itself"),
     })
 }
 

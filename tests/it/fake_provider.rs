@@ -259,6 +259,10 @@ async fn handle(
     let mut recorded = Recorded::new(&uri, &params, &headers, behavior.clone());
     recorded.at = at;
     shared.requests.lock().unwrap().push(recorded);
+    if behavior == Behavior::Reset {
+        conn.reset.store(true, Ordering::SeqCst);
+        return (StatusCode::OK, "never sent").into_response();
+    }
     if let Some(r) = crate::fake_geocoder::answer(&uri, &behavior, &params, &headers).await {
         return r;
     }
@@ -288,10 +292,7 @@ async fn handle(
             }
             return r;
         }
-        Behavior::Reset => {
-            conn.reset.store(true, Ordering::SeqCst);
-            return (StatusCode::OK, "never sent").into_response();
-        }
+        Behavior::Reset => unreachable!("reset above"),
         Behavior::Slow(d) => tokio::time::sleep(d).await,
         Behavior::InvalidKey => return api.invalid_key(),
         Behavior::BadJson => {

@@ -253,14 +253,16 @@ async fn a_geocoding_job_falls_back_caches_and_never_stores_vworld_answers() {
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn throttling_is_retried_and_a_disabled_kakao_map_is_refused_at_acceptance() {
+async fn throttling_errors_and_resets_are_retried_and_a_disabled_kakao_map_is_refused() {
     let dir = tempdir();
-    // A 429 with Retry-After and a 500 on the way: every row still ends as without them.
+    // A 429 with Retry-After, a 500 and a reset connection on the way: every row still ends
+    // as without them.
     let fake = FakeProvider::start(Script::steps([
         Behavior::TooMany {
             retry_after: Some("1".into()),
         },
         Behavior::Status(500),
+        Behavior::Reset,
     ]))
     .await;
     let out = dir.path().join("out.xlsx");
@@ -269,8 +271,9 @@ async fn throttling_is_retried_and_a_disabled_kakao_map_is_refused_at_acceptance
     let (_, body) = rows(&Book::open(&out));
     let status: Vec<&str> = body.iter().map(|r| r[9].as_str()).collect();
     assert_eq!(status, KAKAO_ONLY);
-    // Pre-flight (whose two failed attempts were retried), then 7 distinct addresses.
-    assert_eq!(fake.count(KAKAO_PATH), 3 + 7, "{:?}", fake.requests());
+    // Pre-flight (whose three failed attempts, a reset connection the last, were retried),
+    // then 7 distinct addresses.
+    assert_eq!(fake.count(KAKAO_PATH), 4 + 7, "{:?}", fake.requests());
 
     // Kakao's 403 for an app without the Kakao Map service: pre-flight refuses the job at
     // acceptance (exit 2; HTTP 422), saying what to switch on; nothing else is asked.
