@@ -52,3 +52,58 @@ impl LookupEstimate {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::job::{JobId, JobState};
+    use crate::options::{JobOptions, ReadOptions};
+
+    fn job(options: JobOptions, requests: u64, cache_hits: u64) -> JobRecord {
+        JobRecord {
+            id: JobId::random(),
+            label: "a.csv".into(),
+            state: JobState::Running,
+            options,
+            source_crs: None,
+            operation: None,
+            total_rows: Some(30_000),
+            message: None,
+            output_path: None,
+            created_ms: 0,
+            published_ms: None,
+            resolved_ms: None,
+            finished_ms: None,
+            lookup_requests: requests,
+            lookup_cache_hits: cache_hits,
+        }
+    }
+
+    #[test]
+    fn what_is_left_goes_at_the_pace_so_far() {
+        let geocode = JobOptions {
+            read: ReadOptions {
+                geocode: Some(vec![]),
+                ..ReadOptions::default()
+            },
+            daily_quota: Some(1_000),
+            ..JobOptions::default()
+        };
+        // Nothing done: every row left may need a request; Kakao's 10/s; 3 days of quota.
+        let e = LookupEstimate::of(&job(geocode.clone(), 0, 0), 0).unwrap();
+        assert_eq!(e.requests_left_estimate, 30_000);
+        assert_eq!(e.seconds_left_estimate, 3_000);
+        assert_eq!(e.days_left_estimate, Some(30));
+        // A tenth done, one request in ten rows: 2,700 more requests.
+        let e = LookupEstimate::of(&job(geocode, 300, 2_700), 3_000).unwrap();
+        assert_eq!((e.requests, e.cache_hits), (300, 2_700));
+        assert_eq!(e.requests_left_estimate, 2_700);
+        assert_eq!(e.seconds_left_estimate, 270);
+        assert_eq!(e.days_left_estimate, Some(3));
+        // No lookup, no estimate.
+        assert_eq!(
+            LookupEstimate::of(&job(JobOptions::default(), 0, 0), 0),
+            None
+        );
+    }
+}
