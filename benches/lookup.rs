@@ -8,63 +8,25 @@
 //! by the cache. GEOBATCH_BENCH_ROWS (default 30,000) and GEOBATCH_BENCH_DISTINCT (default
 //! 3,000) shrink it; GEOBATCH_BENCH_RATE changes the budget (default 10).
 
-use std::collections::VecDeque;
+#[path = "common/budget_fake.rs"]
+mod budget_fake;
+
 use std::io::{BufWriter, Write};
 use std::path::Path;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
 use axum::extract::{Query, State};
-use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use budget_fake::{bench_dir, env_or, run_convert, serve_fake, BudgetFake};
 use serde_json::json;
 
-fn env_or(name: &str, default: u64) -> u64 {
-    std::env::var(name)
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default)
-}
-
-#[derive(Default)]
-struct Fake {
-    /// Receipt times of answered requests in the last second.
-    window: VecDeque<Instant>,
-    answered: Vec<Instant>,
-    too_many: u64,
-}
-
-struct FakeState {
-    budget: usize,
-    fake: Mutex<Fake>,
-}
-
 async fn coord2address(
-    State(st): State<Arc<FakeState>>,
+    State(st): State<Arc<BudgetFake>>,
     Query(q): Query<Vec<(String, String)>>,
 ) -> Response {
-    let now = Instant::now();
-    {
-        let mut f = st.fake.lock().unwrap();
-        while f
-            .window
-            .front()
-            .is_some_and(|t| now.duration_since(*t) >= Duration::from_secs(1))
-        {
-            f.window.pop_front();
-        }
-        if f.window.len() >= st.budget {
-            f.too_many += 1;
-            return (
-                StatusCode::TOO_MANY_REQUESTS,
-                [("Retry-After", "1")],
-                Json(json!({"errorType": "RequestThrottled", "message": "too many requests"})),
-            )
-                .into_response();
-        }
-        f.window.push_back(now);
-        f.answered.push(now);
+    if let Some(too_many) = st.admit() {
+        return too_many;
     }
     let get = |k: &str| {
         q.iter()
@@ -91,72 +53,37 @@ fn main() {
     let rows = env_or("GEOBATCH_BENCH_ROWS", 30_000);
     let distinct = env_or("GEOBATCH_BENCH_DISTINCT", 3_000).clamp(1, rows.max(1));
     let rate = env_or("GEOBATCH_BENCH_RATE", 10);
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-lookup");
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = bench_dir("bench-lookup");
     let input = dir.join("localdata.csv");
     generate(&input, rows, distinct);
 
     let runtime = tokio::runtime::Runtime::new().unwrap();
-    let state = Arc::new(FakeState {
-        budget: rate as usize,
-        fake: Mutex::new(Fake::default()),
-    });
-    let listener = runtime
-        .block_on(tokio::net::TcpListener::bind("127.0.0.1:0"))
-        .unwrap();
-    let base = format!("http://{}", listener.local_addr().unwrap());
-    let app = axum::Router::new()
-        .route(
-            "/v2/local/geo/coord2address.json",
-            axum::routing::get(coord2address),
-        )
-        .with_state(state.clone());
-    runtime.spawn(async move { axum::serve(listener, app).await });
+    let state = Arc::new(BudgetFake::new(rate as usize));
+    let base = serve_fake(
+        &runtime,
+        "/v2/local/geo/coord2address.json",
+        coord2address,
+        state.clone(),
+    );
 
     let output = dir.join("localdata.xlsx");
-    let started = Instant::now();
-    let status = std::process::Command::new(env!("CARGO_BIN_EXE_geobatch"))
-        .args([
-            "convert",
-            "--no-progress",
-            "--from",
-            "EPSG:5174",
-            "--lookup",
-            "kakao",
-        ])
-        .args(["--rate", &rate.to_string(), "-o"])
-        .arg(&output)
-        .arg(&input)
-        .env("GEOBATCH_DATA_DIR", dir.join("data"))
-        .env("GEOBATCH_LOG", "warn")
-        .env("GEOBATCH_WORKERS", "4")
-        .env("GEOBATCH_KAKAO_BASE_URL", &base)
-        .env("KAKAO_REST_API_KEY", "bench-key")
-        .status()
-        .expect("run geobatch");
-    let wall = started.elapsed().as_secs_f64();
-    assert!(status.success(), "geobatch convert failed");
+    let rate_text = rate.to_string();
+    let args: Vec<&std::ffi::OsStr> = vec![
+        "--from".as_ref(),
+        "EPSG:5174".as_ref(),
+        "--lookup".as_ref(),
+        "kakao".as_ref(),
+        "--rate".as_ref(),
+        rate_text.as_ref(),
+        "-o".as_ref(),
+        output.as_os_str(),
+        input.as_os_str(),
+    ];
+    let wall = run_convert(&dir, &base, &args);
 
-    let f = state.fake.lock().unwrap();
-    let requests = f.answered.len() as u64;
-    let span = match (f.answered.first(), f.answered.last()) {
-        (Some(a), Some(b)) if requests > 1 => b.duration_since(*a).as_secs_f64(),
-        _ => 0.0,
-    };
-    // n requests spread over a span hold n - 1 intervals.
-    let achieved = if span > 0.0 {
-        (requests - 1) as f64 / span
-    } else {
-        0.0
-    };
     println!("rows {rows}, distinct points {distinct}, 4 workers, budget {rate}/s");
-    println!(
-        "requests {requests} in {span:.1}s: {achieved:.2}/s = {:.1}% of the budget",
-        achieved / rate as f64 * 100.0
-    );
+    let requests = state.report(rate);
     println!("wall time {wall:.1}s");
-    println!("429s received {}", f.too_many);
     println!(
         "requests saved by the cache {} ({:.1}% of rows)",
         rows.saturating_sub(requests),

@@ -415,6 +415,28 @@ pub struct TableLayout {
     pub x: usize,
     /// Index into `headers` of the y column.
     pub y: usize,
+    /// Geocoding jobs: the address columns, which take the place of x/y (then both name the
+    /// first address column).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<AddressColumns>,
+}
+
+/// Where a table's addresses are.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AddressColumns {
+    /// Indexes into `headers`, their cells joined with spaces.
+    pub columns: Vec<usize>,
+    /// A parcel (지번) address column asked when the first gives nothing.
+    #[serde(default)]
+    pub alternative: Option<usize>,
+}
+
+/// A row's address to geocode, as read: the address columns joined, and the parcel
+/// alternative when the table has one.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RowAddress {
+    pub text: String,
+    pub alternative: Option<String>,
 }
 
 fn first_line() -> u64 {
@@ -428,6 +450,24 @@ impl TableLayout {
 
     pub fn y_name(&self) -> &str {
         self.headers.get(self.y).map_or("", String::as_str)
+    }
+
+    /// The columns a row's position is read from: x and y, or the address columns (and the
+    /// alternative) of a geocoding table.
+    pub fn position_columns(&self) -> Vec<usize> {
+        match &self.address {
+            Some(a) => a.columns.iter().copied().chain(a.alternative).collect(),
+            None => vec![self.x, self.y],
+        }
+    }
+
+    /// Their names, comma-separated (what an error about the position as a whole names).
+    pub fn position_names(&self) -> String {
+        self.position_columns()
+            .into_iter()
+            .map(|i| self.headers.get(i).map_or("", String::as_str))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
@@ -488,6 +528,7 @@ impl<'de> Deserialize<'de> for Layout {
                     header_line: 1,
                     x,
                     y,
+                    address: None,
                 }],
             },
         })
@@ -507,94 +548,4 @@ pub const EXCEL_MAX_COLUMNS: usize = 16_384;
 pub const EXCEL_MAX_CELL_CHARS: usize = 32_767;
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn job_ids_are_128_random_bits_and_only_hex_ids_parse() {
-        let a = JobId::random();
-        let b = JobId::random();
-        assert_eq!(a.as_str().len(), 32);
-        assert_ne!(a, b);
-        assert_eq!(JobId::parse(a.as_str()).unwrap(), a);
-        assert!(JobId::parse("0123456789abcdef").is_ok(), "earlier ids read");
-        for bad in [
-            "",
-            "/abs/path",
-            "../../etc",
-            "0123456789ABCDEF",
-            "0123456789abcdeg",
-        ] {
-            let e = JobId::parse(bad).unwrap_err().to_string();
-            assert!(e.contains("not a job id"), "{e}");
-        }
-        let long = "x".repeat(10_000);
-        assert!(JobId::parse(&long).unwrap_err().to_string().len() < 300);
-    }
-
-    #[test]
-    fn states_and_statuses_have_one_text_each() {
-        for s in JobState::ALL {
-            assert_eq!(s.as_str().parse::<JobState>().unwrap(), *s);
-            assert_eq!(serde_json::to_string(s).unwrap(), format!("\"{s}\""));
-        }
-        for s in RowStatus::ALL {
-            assert_eq!(s.as_str().parse::<RowStatus>().unwrap(), *s);
-        }
-        let e = "sleeping".parse::<JobState>().unwrap_err().to_string();
-        assert!(e.contains("accepted") && e.contains("failed"), "{e}");
-        assert_eq!(
-            "PostGIS".parse::<EngineKind>().unwrap(),
-            EngineKind::Postgis
-        );
-        let e = "proj".parse::<EngineKind>().unwrap_err().to_string();
-        assert!(e.contains("\"proj\"") && e.contains("builtin"), "{e}");
-    }
-
-    #[test]
-    fn epsg_codes_parse_as_users_write_them() {
-        for s in ["EPSG:5174", "epsg:5174", " 5174 ", "EPSG: 5174"] {
-            assert_eq!(Epsg::parse(s).unwrap(), Epsg::new(5174), "{s}");
-        }
-        for s in [
-            "",
-            "EPSG:",
-            "EPSG:abc",
-            "WGS84",
-            "EPSG:0",
-            "EPSG:99999999999",
-            "-5174",
-        ] {
-            let e = Epsg::parse(s).unwrap_err().to_string();
-            assert!(e.contains("is not a CRS code"), "{s}: {e}");
-        }
-        assert_eq!(Epsg::new(5186).to_string(), "EPSG:5186");
-        let json = serde_json::to_string(&Epsg::new(5186)).unwrap();
-        assert_eq!(json, "\"EPSG:5186\"");
-        assert_eq!(
-            serde_json::from_str::<Epsg>(&json).unwrap(),
-            Epsg::new(5186)
-        );
-    }
-
-    #[test]
-    fn layouts_stored_by_earlier_versions_still_read() {
-        let old: Layout = serde_json::from_str(
-            r#"{"encoding":"EUC-KR","delimiter":44,"headers":["a","x","y"],"x":1,"y":2}"#,
-        )
-        .unwrap();
-        assert_eq!(old.format, "csv");
-        assert_eq!(old.reader["encoding"], "EUC-KR");
-        assert_eq!(old.tables[0].y_name(), "y");
-        let json = serde_json::to_string(&old).unwrap();
-        assert_eq!(serde_json::from_str::<Layout>(&json).unwrap(), old);
-    }
-
-    #[test]
-    fn cells_read_as_a_person_sees_them() {
-        assert_eq!(Cell::Number(127.0).as_text(), "127");
-        assert_eq!(Cell::Number(0.1).as_text(), "0.1");
-        assert_eq!(Cell::Text("03171".into()).as_text(), "03171");
-        assert!(Cell::Text(String::new()).is_empty() && !Cell::Number(0.0).is_empty());
-    }
-}
+mod tests;

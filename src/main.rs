@@ -10,8 +10,8 @@ use anyhow::Context;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use geobatch::bus::EmbeddedBroker;
 use geobatch::job::{JobId, JobState};
-use geobatch::options::{JobSpec, Origin};
-use geobatch::pipeline::Pipeline;
+use geobatch::options::{JobOptions, JobSpec, Origin};
+use geobatch::pipeline::{LookupEstimate, Pipeline};
 use geobatch::settings::{HttpSettings, Settings};
 use geobatch::{http, lookup, watch};
 use tokio_util::sync::CancellationToken;
@@ -55,6 +55,10 @@ struct RetryArgs {
     /// No progress bar even on a terminal.
     #[arg(long)]
     no_progress: bool,
+    /// Geocoding jobs: ask their `no_result` rows too, of these providers (comma-separated),
+    /// which the job keeps from now on.
+    #[arg(long, value_name = "P,P")]
+    providers: Option<String>,
 }
 
 #[derive(Args)]
@@ -80,6 +84,10 @@ struct ServeArgs {
     /// Watched folder (inbox/, outbox/, done/, failed/ inside); unset: off.
     #[arg(long, env = "GEOBATCH_WATCH_DIR")]
     watch_dir: Option<PathBuf>,
+    /// Job options for every file of the watched folder, as form fields joined with `&`
+    /// (the names of POST /jobs), e.g. `geocode=auto&providers=kakao,vworld`.
+    #[arg(long, env = "GEOBATCH_WATCH_OPTIONS")]
+    watch_options: Option<String>,
 }
 
 fn main() -> ExitCode {
@@ -145,8 +153,15 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             on_signals(pipeline.shutdown_token());
             pipeline.start_workers();
             pipeline.start_merger();
-            let rows = pipeline.retry(&id).await?;
-            eprintln!("geobatch: retrying {rows} error row(s) of job {id}");
+            let rows = match pipeline.retry_with(&id, args.providers.as_deref()).await {
+                Ok(rows) => rows,
+                Err(e) if e.is_input_error() => {
+                    eprintln!("geobatch: {e}");
+                    return Ok(ExitCode::from(2));
+                }
+                Err(e) => return Err(e.into()),
+            };
+            eprintln!("geobatch: retrying {rows} row(s) of job {id}");
             report_when_finished(&pipeline, &id, started, !args.no_progress).await
         }
         Command::Broker => {
@@ -164,6 +179,25 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// The watched folder's job options: `name=value&name=value`, read as the upload form's.
+fn watch_options(
+    text: &str,
+    templates: &Arc<std::collections::BTreeMap<String, serde_json::Value>>,
+) -> anyhow::Result<JobOptions> {
+    let fields = text
+        .split('&')
+        .map(str::trim)
+        .filter(|p| !p.is_empty())
+        .map(|p| {
+            p.split_once('=')
+                .ok_or_else(|| anyhow::anyhow!("{p:?} is not name=value"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let mut ctx = Pipeline::option_context(Origin::Form);
+    ctx.templates = templates.clone();
+    Ok(JobSpec::from_fields(fields)?.validate(&ctx)?)
 }
 
 /// The operator's named templates (GEOBATCH_LOOKUP_TEMPLATES), checked; none when unset.
@@ -228,7 +262,9 @@ async fn serve(settings: Settings, args: ServeArgs) -> anyhow::Result<ExitCode> 
     spawn_metrics(metrics_addr, &pipeline).await?;
     pipeline.start_all();
     if let Some(dir) = &args.watch_dir {
-        watch::spawn(pipeline.clone(), dir.clone())
+        let defaults = watch_options(args.watch_options.as_deref().unwrap_or(""), &templates)
+            .context("GEOBATCH_WATCH_OPTIONS (--watch-options)")?;
+        watch::spawn(pipeline.clone(), dir.clone(), defaults)
             .with_context(|| format!("watched folder {}", dir.display()))?;
     }
     let listener = tokio::net::TcpListener::bind(args.http.http_addr)
@@ -418,7 +454,16 @@ fn progress_bar(pipeline: Arc<Pipeline>, id: JobId) -> tokio::task::JoinHandle<(
                 let done: u64 = sheets.iter().map(|s| s.rows_ok + s.rows_failed).sum();
                 bar.set_length(job.total_rows.unwrap_or(done.max(1)));
                 bar.set_position(done);
-                bar.set_message(job.state.as_str());
+                let message =
+                    match LookupEstimate::of(&job, done) {
+                        Some(e) => format!(
+                        "{} · {} requests, {} cache hits, ~{} requests (~{} s at the budget) left",
+                        job.state, e.requests, e.cache_hits, e.requests_left_estimate,
+                        e.seconds_left_estimate
+                    ),
+                        None => job.state.to_string(),
+                    };
+                bar.set_message(message);
             }
             // Redraw on progress, at most five times a second.
             let _ = tokio::time::timeout(Duration::from_millis(200), progress.changed()).await;

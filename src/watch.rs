@@ -41,10 +41,12 @@ struct Folders {
     quiet: Duration,
     /// `outbox/` names given to jobs of this process not yet written.
     reserved: Mutex<HashSet<PathBuf>>,
+    /// Every file's job options (`GEOBATCH_WATCH_OPTIONS`), but its output.
+    defaults: JobOptions,
 }
 
 impl Folders {
-    fn new(root: &Path, quiet: Duration) -> std::io::Result<Folders> {
+    fn new(root: &Path, quiet: Duration, defaults: JobOptions) -> std::io::Result<Folders> {
         let f = Folders {
             inbox: root.join("inbox"),
             processing: root.join("processing"),
@@ -53,6 +55,7 @@ impl Folders {
             failed: root.join("failed"),
             quiet,
             reserved: Mutex::new(HashSet::new()),
+            defaults,
         };
         for d in [&f.inbox, &f.processing, &f.outbox, &f.done, &f.failed] {
             std::fs::create_dir_all(d).map_err(|e| named(d, e))?;
@@ -84,9 +87,9 @@ fn stamp(path: &Path) -> std::io::Result<Stamp> {
 }
 
 /// Starts watching `root`; creates the folders first so a user sees where to drop files.
-pub fn spawn(pipeline: Arc<Pipeline>, root: PathBuf) -> std::io::Result<()> {
+pub fn spawn(pipeline: Arc<Pipeline>, root: PathBuf, defaults: JobOptions) -> std::io::Result<()> {
     let quiet = Duration::from_millis(pipeline.settings().watch_quiet_ms);
-    let folders = Arc::new(Folders::new(&root, quiet)?);
+    let folders = Arc::new(Folders::new(&root, quiet, defaults)?);
     tracing::info!(inbox = %folders.inbox.display(), "watching for CSV files");
     crate::pipeline::remove_partials(&folders.outbox);
     let token = pipeline.shutdown_token();
@@ -210,7 +213,7 @@ async fn submit(
 ) {
     let options = JobOptions {
         output: Some(folders.output_for(&name)),
-        ..JobOptions::default()
+        ..folders.defaults.clone()
     };
     let input = JobInput {
         label: name.clone(),

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
@@ -16,6 +16,7 @@ use super::{ApiError, AppState};
 use crate::job::{JobId, JobState};
 use crate::merge::{self, OutputFormat};
 use crate::pipeline::JobError;
+use crate::pipeline::LookupEstimate;
 use crate::secret::percent_encode;
 use crate::store::{JobRecord, SheetRecord};
 
@@ -49,6 +50,9 @@ pub(super) struct JobView {
     options: String,
     /// Rows per status (`ok`, `no_result`, `error`, …), once the job is done.
     status_counts: Option<StatusCounts>,
+    /// Address lookup and geocoding jobs: requests so far and an estimate of what is left.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    lookups: Option<LookupEstimate>,
 }
 
 /// Jobs whose results are counted at most.
@@ -102,6 +106,8 @@ fn options_short(o: &crate::options::JobOptions) -> String {
         ("sheet_by", quoted(&o.sheet_by)),
         ("engine", o.engine.map(|e| e.to_string())),
         ("lookup", o.lookup.clone()),
+        ("geocode", o.read.geocode.as_ref().map(|g| g.join(","))),
+        ("providers", Some(o.providers.join(",")).filter(|p| !p.is_empty())),
     ];
     parts
         .into_iter()
@@ -130,6 +136,7 @@ fn job_view(
         })
         .collect();
     JobView {
+        lookups: LookupEstimate::of(&job, done),
         result_url: done_state
             .then(|| format!("/jobs/{}/result.{}", job.id, job.options.formats()[0])),
         results,
@@ -204,13 +211,19 @@ pub(super) async fn delete(
 }
 
 /// `POST /jobs/{id}/retry`: re-drives a finished job's error rows (202), 404 for no such job,
-/// 409 while it is not finished.
+/// 409 while it is not finished. `?providers=a,b` (geocoding jobs): its `no_result` rows too,
+/// with this provider chain.
 pub(super) async fn retry(
     State(st): State<AppState>,
     Path(id): Path<String>,
+    Query(query): Query<Vec<(String, String)>>,
 ) -> Result<Response, ApiError> {
     let id = job_id(&id)?;
-    match st.pipeline.retry(&id).await {
+    let providers = query
+        .iter()
+        .find(|(k, _)| k == "providers")
+        .map(|(_, v)| v.as_str());
+    match st.pipeline.retry_with(&id, providers).await {
         Ok(rows) => Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "id": id, "retried_rows": rows, "status_url": format!("/jobs/{id}") })),

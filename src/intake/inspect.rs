@@ -116,6 +116,8 @@ pub fn inspect(
         let added = ADDED_COLUMNS
             + if options.lookup.is_some() {
                 crate::lookup::REVERSE_FIELDS.len()
+            } else if options.is_geocode() {
+                crate::lookup::GEOCODE_COLUMNS.len()
             } else {
                 0
             };
@@ -132,6 +134,12 @@ pub fn inspect(
                     added,
                 });
             }
+        }
+        if options.is_geocode() {
+            // Positions come from the addresses, in WGS84.
+            detected = Some(Epsg::WGS84);
+            layouts.push(layout);
+            continue;
         }
         let sample = sample_points(&mut *source, &layout)?;
         if detected.is_none() {

@@ -20,14 +20,14 @@ use std::io::{self, Read};
 use std::path::Path;
 
 pub use cells::{parse_coordinate, sheet_name};
-pub use columns::{find_columns, find_given, ColumnProblem};
+pub use columns::{find_columns, find_given, find_positions, ColumnProblem};
 pub use csv::{CsvLayout, CsvSource};
 pub use inspect::{inspect, InspectError, Inspection, LIKELY_KOREAN_CRS};
 pub use splitter::SheetSplitter;
 pub use workbook::skipped_sheets;
 
 use crate::job::quote_short;
-pub use crate::job::{Cell, Layout, TableLayout};
+pub use crate::job::{Cell, Layout, RowAddress, TableLayout};
 pub use crate::options::ReadOptions;
 
 /// Headers listed in an error message before "… and N more".
@@ -187,6 +187,12 @@ pub enum IntakeError {
         axis: &'static str,
         headers: Vec<String>,
     },
+    #[error(
+        "{file}: no address column found; headers are: {}; name the address column(s) with \
+         option geocode (several are joined with spaces)",
+        list(.headers)
+    )]
+    NoAddressColumn { file: String, headers: Vec<String> },
     #[error("{file}: no column {name:?} (given with option {axis}); headers are: {}", list(.headers))]
     MissingColumn {
         file: String,
@@ -236,6 +242,7 @@ impl IntakeError {
             IntakeError::BadDelimiter { .. } => Some("delimiter"),
             IntakeError::NoSheet { .. } => Some("sheets"),
             IntakeError::NoColumns { .. } => Some("x"),
+            IntakeError::NoAddressColumn { .. } => Some("geocode"),
             IntakeError::NoColumn { axis, .. } | IntakeError::MissingColumn { axis, .. } => {
                 Some(axis)
             }
@@ -248,6 +255,7 @@ impl IntakeError {
         let (file, headers) = (file.to_string(), headers.to_vec());
         match problem {
             ColumnProblem::NoneFound => IntakeError::NoColumns { file, headers },
+            ColumnProblem::NoAddress => IntakeError::NoAddressColumn { file, headers },
             ColumnProblem::OtherNotFound(axis) => IntakeError::NoColumn {
                 file,
                 axis,
@@ -296,15 +304,8 @@ pub(crate) fn list(headers: &[String]) -> String {
 /// The point of a record, or why not. Ragged rows (field count != header count) are bad too
 /// (column "", raw e.g. "9 fields", reason "expected 12 fields, found 9").
 pub fn point_of(record: &InputRecord, table: &TableLayout) -> Result<(f64, f64), BadCell> {
-    let expected = table.headers.len();
+    same_width(record, table)?;
     let found = record.fields.len();
-    if found != expected {
-        return Err(BadCell {
-            column: String::new(),
-            raw: fields(found),
-            reason: format!("expected {}, found {found}", fields(expected)),
-        });
-    }
     let cell = |i: usize| match record.fields.get(i) {
         Some(cell) => coordinate_of(cell).map_err(|reason| BadCell {
             column: table.headers.get(i).cloned().unwrap_or_default(),
@@ -327,6 +328,71 @@ pub fn point_of(record: &InputRecord, table: &TableLayout) -> Result<(f64, f64),
         });
     }
     Ok((x, y))
+}
+
+/// The address of a record of a geocoding table: its address columns' cells joined with
+/// spaces, and the alternative column's; or why it has none (a ragged row, no text at all,
+/// text longer than [`crate::lookup::clean::MAX_ADDRESS_CHARS`]).
+pub fn address_of(record: &InputRecord, table: &TableLayout) -> Result<RowAddress, BadCell> {
+    same_width(record, table)?;
+    let Some(address) = &table.address else {
+        return Err(BadCell {
+            column: String::new(),
+            raw: String::new(),
+            reason: "no address column in the stored layout".into(),
+        });
+    };
+    let name = |i: usize| table.headers.get(i).cloned().unwrap_or_default();
+    let columns: Vec<String> = address.columns.iter().map(|&i| name(i)).collect();
+    let joined = |idx: &[usize]| {
+        idx.iter()
+            .map(|&i| record.text(i).trim().to_string())
+            .filter(|t| !t.is_empty())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let text = joined(&address.columns);
+    let alternative = address
+        .alternative
+        .map(|i| joined(&[i]))
+        .filter(|t| !t.is_empty());
+    let max = crate::lookup::clean::MAX_ADDRESS_CHARS;
+    for (t, column) in [(&text, columns.join(", "))].into_iter().chain(
+        alternative
+            .as_ref()
+            .map(|a| (a, name(address.alternative.unwrap_or(0)))),
+    ) {
+        let chars = t.chars().count();
+        if chars > max {
+            return Err(BadCell {
+                column,
+                raw: t.chars().take(50).chain("…".chars()).collect(),
+                reason: format!("address of {chars} characters; at most {max} are read"),
+            });
+        }
+    }
+    if text.is_empty() && alternative.is_none() {
+        return Err(BadCell {
+            column: columns.join(", "),
+            raw: String::new(),
+            reason: "no address".into(),
+        });
+    }
+    Ok(RowAddress { text, alternative })
+}
+
+/// A record with as many fields as the header has names, or why not (a ragged row).
+fn same_width(record: &InputRecord, table: &TableLayout) -> Result<(), BadCell> {
+    let expected = table.headers.len();
+    let found = record.fields.len();
+    if found != expected {
+        return Err(BadCell {
+            column: String::new(),
+            raw: fields(found),
+            reason: format!("expected {}, found {found}", fields(expected)),
+        });
+    }
+    Ok(())
 }
 
 /// Why x,y = 0,0 is an error row.
@@ -362,6 +428,7 @@ mod tests {
             header_line: 1,
             x,
             y,
+            address: None,
         }
     }
 
@@ -418,5 +485,43 @@ mod tests {
         let r = record(vec![Cell::Text("1".into())]);
         assert!(point_of(&r, &t).is_err());
         assert_eq!(t.y_name(), "");
+    }
+
+    #[test]
+    fn addresses_are_joined_bounded_and_never_empty() {
+        let mut t = table(&["시도", "도로명", "지번"], 0, 0);
+        t.address = Some(crate::job::AddressColumns {
+            columns: vec![0, 1],
+            alternative: Some(2),
+        });
+        let text = |s: &str| Cell::Text(s.into());
+        let r = record(vec![text(" 서울 "), text("세종대로 110"), Cell::Empty]);
+        assert_eq!(
+            address_of(&r, &t),
+            Ok(RowAddress {
+                text: "서울 세종대로 110".into(),
+                alternative: None
+            })
+        );
+        let r = record(vec![Cell::Empty, text(""), text("태평로1가 31")]);
+        assert_eq!(
+            address_of(&r, &t).unwrap().alternative.as_deref(),
+            Some("태평로1가 31")
+        );
+        let r = record(vec![Cell::Empty, text("  "), Cell::Empty]);
+        let bad = address_of(&r, &t).unwrap_err();
+        assert_eq!(
+            (bad.column.as_str(), bad.reason.as_str()),
+            ("시도, 도로명", "no address")
+        );
+        let r = record(vec![text(&"가".repeat(400)), Cell::Empty, Cell::Empty]);
+        let bad = address_of(&r, &t).unwrap_err();
+        assert!(bad.reason.contains("400 characters"), "{}", bad.reason);
+        assert!(bad.raw.chars().count() <= 51);
+        let r = record(vec![text("서울")]);
+        assert!(address_of(&r, &t)
+            .unwrap_err()
+            .reason
+            .contains("expected 3 fields"));
     }
 }

@@ -122,6 +122,10 @@ pub enum ConfigError {
     Client(String),
     #[error("unknown lookup provider {0:?}")]
     UnknownProvider(String),
+    #[error("provider {0} does not geocode addresses; the geocoding providers are {1}")]
+    NotAGeocoder(&'static str, String),
+    #[error("{0}; the job is not accepted: fix the key, then submit it again")]
+    KeyRefused(String),
     #[error(
         "lookup {provider} needs an API key: set {var} (or {}, a file holding it) for every \
          geobatch process",

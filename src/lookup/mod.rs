@@ -26,6 +26,7 @@
 
 pub mod budget;
 mod circuit;
+pub mod clean;
 mod client;
 mod config;
 mod env;
@@ -45,6 +46,9 @@ pub use providers::{Answer, Found, ProviderSpec, Query, REVERSE_FIELDS};
 use crate::options::JobOptions;
 use crate::secret::scrub;
 pub use crate::secret::Secret;
+
+/// The columns a geocoding job adds after the position, in order.
+pub const GEOCODE_COLUMNS: [&str; 4] = ["matched_address", "match_type", "provider", "candidates"];
 
 /// A point as the cache keys it: WGS84 degrees rounded to 1e-7 (about 1 cm).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -120,6 +124,22 @@ pub fn job_config(
     };
     let provider =
         providers::find(name).ok_or_else(|| ConfigError::UnknownProvider(name.to_string()))?;
+    let mut cfg = provider_config(provider, options, env)?;
+    match (provider.takes_config(), &options.lookup_template) {
+        (true, Some(t)) => cfg.config = Some(t.clone()),
+        (true, None) => return Err(ConfigError::MissingConfig(provider.name())),
+        (false, Some(_)) => return Err(ConfigError::ConfigNotUsed),
+        (false, None) => {}
+    }
+    Ok(Some(cfg))
+}
+
+/// A provider with the job's budget and this process's key and base URL.
+fn provider_config(
+    provider: &'static dyn ProviderSpec,
+    options: &JobOptions,
+    env: &LookupEnv,
+) -> Result<LookupConfig, ConfigError> {
     let mut cfg = LookupConfig::new(provider);
     if let Some(rate) = options.rate {
         cfg.rate_per_sec = rate;
@@ -131,27 +151,50 @@ pub fn job_config(
     } else {
         env.key(provider)?
     };
-    match (provider.takes_config(), &options.lookup_template) {
-        (true, Some(t)) => cfg.config = Some(t.clone()),
-        (true, None) => return Err(ConfigError::MissingConfig(provider.name())),
-        (false, Some(_)) => return Err(ConfigError::ConfigNotUsed),
-        (false, None) => {}
+    Ok(cfg)
+}
+
+/// The geocoding chain a job asks for, each provider configured with this process's keys and
+/// base URLs and its own budget; empty for a job without geocoding.
+pub fn geocode_configs(
+    options: &JobOptions,
+    env: &LookupEnv,
+) -> Result<Vec<LookupConfig>, ConfigError> {
+    if !options.is_geocode() {
+        return Ok(Vec::new());
     }
-    Ok(Some(cfg))
+    options
+        .geocoders()
+        .into_iter()
+        .map(|name| {
+            let provider = providers::find(name)
+                .ok_or_else(|| ConfigError::UnknownProvider(name.to_string()))?;
+            if !provider.geocodes() {
+                return Err(ConfigError::NotAGeocoder(
+                    provider.name(),
+                    providers::geocoder_names().join(", "),
+                ));
+            }
+            provider_config(provider, options, env)
+        })
+        .collect()
 }
 
 /// Checks a job's lookup as far as this process can: the provider, its key (a missing one is
 /// named by its variable), its configuration and base URL.
 pub fn check_job(options: &JobOptions, env: &LookupEnv) -> Result<(), ConfigError> {
-    let Some(cfg) = job_config(options, env)? else {
-        return Ok(());
-    };
-    let provider = cfg.provider;
-    match Lookup::new(cfg, std::sync::Arc::new(LocalBudget::new())) {
-        Ok(_) => Ok(()),
-        Err(ConfigError::MissingKey(_)) => env.required_key(provider).map(|_| ()),
-        Err(e) => Err(e),
+    let configs = job_config(options, env)?
+        .into_iter()
+        .chain(geocode_configs(options, env)?);
+    for cfg in configs {
+        let provider = cfg.provider;
+        match Lookup::new(cfg, std::sync::Arc::new(LocalBudget::new())) {
+            Ok(_) => {}
+            Err(ConfigError::MissingKey(_)) => env.required_key(provider).map(|_| ())?,
+            Err(e) => return Err(e),
+        }
     }
+    Ok(())
 }
 
 /// The first bytes of a body, as text, for an error message.

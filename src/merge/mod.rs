@@ -13,6 +13,7 @@ mod summary;
 mod warnings;
 mod xlsx;
 
+use crate::lookup::clean::{clean, CleanStep};
 use std::borrow::Cow;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -235,6 +236,8 @@ pub struct MergeCounts {
     pub failed: u64,
     /// Cells cut or with undecodable bytes.
     pub warnings: Warnings,
+    /// Geocoding: rows each cleaning step changed, in the order of `CleanStep::ALL`.
+    pub cleaning: [u64; CleanStep::ALL.len()],
 }
 
 /// Everything the merge of one job needs.
@@ -390,6 +393,15 @@ impl Work {
                     MergeError::Inconsistent(format!("{}: no table {}", file.label, record.table))
                 })?;
                 counts.rows += 1;
+                if table.address.is_some() {
+                    // The cleaner is pure: what the workers asked is cleaned again here.
+                    let cleaned = crate::intake::address_of(&record, table)
+                        .ok()
+                        .and_then(|a| clean(&a.text).ok());
+                    for step in cleaned.map(|c| c.steps).unwrap_or_default() {
+                        counts.cleaning[step as usize] += 1;
+                    }
+                }
                 match result.outcome.status() {
                     RowStatus::Ok => counts.ok += 1,
                     RowStatus::Ambiguous => counts.ambiguous += 1,
@@ -400,12 +412,14 @@ impl Work {
                 let (error_column, error_raw);
                 let error = match &result.outcome {
                     Outcome::Failed(e) => {
-                        error_column = e
-                            .column
-                            .clone()
-                            .unwrap_or_else(|| format!("{}, {}", table.x_name(), table.y_name()));
+                        error_column = e.column.clone().unwrap_or_else(|| table.position_names());
                         error_raw = e.raw.clone().unwrap_or_else(|| {
-                            format!("{}, {}", record.text(table.x), record.text(table.y))
+                            let cells: Vec<String> = table
+                                .position_columns()
+                                .into_iter()
+                                .map(|i| record.text(i))
+                                .collect();
+                            cells.join(", ")
                         });
                         Some((error_column.as_str(), error_raw.as_str(), e.reason.as_str()))
                     }

@@ -4,6 +4,7 @@
 use super::MergeCounts;
 use crate::convert::CrsInfo;
 use crate::job::Layout;
+use crate::lookup::clean::CleanStep;
 use crate::store::{now_ms, JobFile, JobRecord, SheetRecord};
 
 #[derive(Clone, Debug, Default, PartialEq)]
@@ -67,6 +68,36 @@ impl Summary {
             ));
             rows.push(("rows ok".into(), counts.ok.to_string()));
             rows.push(("rows no_result".into(), counts.no_result.to_string()));
+        } else if options.is_geocode() {
+            let chain = options.geocoders();
+            rows.push(("geocoding providers".into(), chain.join(" → ")));
+            let columns = match options.read.geocode.as_deref() {
+                Some([]) | None => "(detected)".to_string(),
+                Some(given) => given.join(", "),
+            };
+            rows.push(("option geocode".into(), columns));
+            if let Some(rate) = options.rate {
+                rows.push((
+                    "geocoding rate".into(),
+                    format!("{rate} requests/s per provider (whole cluster)"),
+                ));
+            }
+            rows.push(("geocoding requests".into(), job.lookup_requests.to_string()));
+            rows.push((
+                "geocoding cache hits".into(),
+                job.lookup_cache_hits.to_string(),
+            ));
+            if chain.contains(&"vworld") {
+                rows.push((
+                    "VWorld terms".into(),
+                    "VWorld answers are not cached (its terms forbid storing them)".into(),
+                ));
+            }
+            for (step, n) in CleanStep::ALL.iter().zip(counts.cleaning) {
+                rows.push((format!("cleaning: {step}"), n.to_string()));
+            }
+            rows.push(("rows ok".into(), counts.ok.to_string()));
+            rows.push(("rows no_result".into(), counts.no_result.to_string()));
         } else {
             rows.push(("rows ok".into(), counts.ok.to_string()));
         }
@@ -119,11 +150,14 @@ fn describe_file(label: &str, layout: &Layout) -> String {
         } else {
             String::new()
         };
-        parts.push(format!(
-            "{table}x column {:?}, y column {:?}",
-            t.x_name(),
-            t.y_name()
-        ));
+        parts.push(match &t.address {
+            Some(_) => format!("{table}address columns {}", t.position_names()),
+            None => format!(
+                "{table}x column {:?}, y column {:?}",
+                t.x_name(),
+                t.y_name()
+            ),
+        });
     }
     for skipped in crate::intake::skipped_sheets(layout) {
         parts.push(format!("sheet {skipped} skipped"));

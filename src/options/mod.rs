@@ -4,13 +4,18 @@
 //! A new option is one field of `JobSpec` with its doc comment (the `--help` text, the form's
 //! label, the README row) and one line in [`JobSpec::validate`].
 
-use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use clap::{Args, CommandFactory};
 use serde::{Deserialize, Serialize};
 
 use crate::job::{quote_short, EngineKind, Epsg};
+
+mod parse;
+use parse::{
+    parse_columns, parse_in_range, parse_providers, parse_rate, parse_sheets, read_template,
+};
+pub use parse::{parse_delimiter, parse_formats};
 
 /// Longest text accepted in an option (a column name, a CRS code…); the template definition
 /// may be longer.
@@ -19,6 +24,13 @@ pub const MAX_OPTION_BYTES: usize = 4 * 1024;
 pub const MAX_TEMPLATE_BYTES: usize = 64 * 1024;
 /// A cached address is fresh for 30 days unless `cache_ttl` says otherwise.
 pub const DEFAULT_CACHE_TTL_SECS: u64 = 30 * 86_400;
+
+/// `--geocode` alone (or `geocode=auto` on the form): the address columns are detected.
+pub const GEOCODE_AUTO: &str = "auto";
+/// The geocoding chain when `providers` is not given.
+pub const DEFAULT_GEOCODERS: [&str; 1] = ["kakao"];
+/// Most address columns joined, and most providers in a chain.
+pub const MAX_GEOCODE_COLUMNS: usize = 8;
 
 /// The output formats (`merge::formats()` has one writer for each; a test holds them equal).
 pub const OUTPUT_FORMATS: [&str; 4] = ["xlsx", "gpkg", "geojson", "csv"];
@@ -90,6 +102,16 @@ pub struct JobSpec {
     /// template. The upload form takes `template` (a name) instead.
     #[arg(long, value_name = "FILE")]
     pub lookup_template: Option<String>,
+    /// Geocode addresses instead of converting x/y: the address columns, comma-separated (their
+    /// cells joined with spaces), or `auto` (the flag alone): detected from the header (주소,
+    /// 도로명전체주소, 소재지전체주소, 도로명주소, 지번주소, address, addr). No x/y or --from.
+    #[arg(long, value_name = "COL[,COL]", num_args = 0..=1, default_missing_value = GEOCODE_AUTO)]
+    pub geocode: Option<String>,
+    /// Geocoding providers in order, comma-separated (kakao, vworld, nominatim): a row not
+    /// found, or found only at region level, goes to the next [default: kakao]; implies
+    /// --geocode auto.
+    #[arg(long, value_name = "P,P")]
+    pub providers: Option<String>,
     /// Output formats: xlsx, gpkg (GeoPackage), geojson, csv; several comma-separated, e.g.
     /// xlsx,gpkg [default: xlsx; convert: from the extension of -o].
     #[arg(long, value_name = "FORMATS")]
@@ -122,7 +144,16 @@ pub struct OptionError {
     pub message: String,
 }
 
-fn err(option: &'static str, message: impl Into<String>) -> OptionError {
+/// A geocoding provider chain as the `providers` option reads it (`kakao,vworld`), for a
+/// retry with other providers.
+pub fn parse_provider_chain(
+    text: &str,
+    known: &[&'static str],
+) -> Result<Vec<String>, OptionError> {
+    parse_providers(text, known).map_err(|m| err("providers", m))
+}
+
+pub(super) fn err(option: &'static str, message: impl Into<String>) -> OptionError {
     OptionError {
         option,
         message: message.into(),
@@ -142,6 +173,9 @@ pub struct ReadOptions {
     pub sheets: Option<Vec<String>>,
     /// Workbooks: the 1-based header row (None: detected).
     pub header_row: Option<u32>,
+    /// Geocoding (address → point): the address columns (empty: detected), which take the
+    /// place of the x/y columns; None: no geocoding.
+    pub geocode: Option<Vec<String>>,
 }
 
 /// The job's options, checked. Stored with the job (JSON); stages receive them typed.
@@ -171,6 +205,8 @@ pub struct JobOptions {
     pub lookup_template: Option<serde_json::Value>,
     /// The output formats, each once, in the order given (empty: xlsx).
     pub formats: Vec<String>,
+    /// Geocoding: the providers' names in the order asked (empty: [`DEFAULT_GEOCODERS`]).
+    pub providers: Vec<String>,
     /// Set by `convert` only: a digest of its input files and options. A `convert` job belongs
     /// to its process: a later `convert` with the same digest resumes it, `serve` never does.
     pub input_digest: Option<String>,
@@ -187,6 +223,19 @@ impl JobOptions {
 
     pub fn cache_ttl_secs(&self) -> u64 {
         self.cache_ttl.unwrap_or(DEFAULT_CACHE_TTL_SECS)
+    }
+
+    /// Whether rows are geocoded (addresses in, positions out).
+    pub fn is_geocode(&self) -> bool {
+        self.read.geocode.is_some()
+    }
+
+    /// The geocoding chain, in order.
+    pub fn geocoders(&self) -> Vec<&str> {
+        match self.providers.is_empty() {
+            true => DEFAULT_GEOCODERS.to_vec(),
+            false => self.providers.iter().map(String::as_str).collect(),
+        }
     }
 
     /// The output formats, xlsx when none was asked for.
@@ -374,7 +423,33 @@ impl JobSpec {
                 Some(t) if !t.trim().is_empty() => Some(read_template(t.trim(), ctx.origin)?),
                 _ => None,
             };
-        if lookup.is_none() {
+        let providers = text("providers", self.providers)?
+            .map(|p| parse_providers(&p, &ctx.providers).map_err(|m| err("providers", m)))
+            .transpose()?
+            .unwrap_or_default();
+        let geocode = match text("geocode", self.geocode)? {
+            Some(g) if g.eq_ignore_ascii_case(GEOCODE_AUTO) => Some(Vec::new()),
+            Some(g) => Some(parse_columns(&g).map_err(|m| err("geocode", m))?),
+            None if !providers.is_empty() => Some(Vec::new()),
+            None => None,
+        };
+        if geocode.is_some() {
+            let stray = [
+                ("lookup", lookup.is_some()),
+                ("from", from.is_some()),
+                ("x", self.x.is_some()),
+                ("y", self.y.is_some()),
+                ("engine", engine.is_some()),
+            ];
+            if let Some((option, _)) = stray.into_iter().find(|(_, set)| *set) {
+                return Err(err(
+                    option,
+                    "is for coordinates in the input; a geocoding job (geocode, providers) takes \
+                     its positions from the addresses",
+                ));
+            }
+        }
+        if lookup.is_none() && geocode.is_none() {
             let stray = [
                 ("rate", rate.is_some()),
                 ("daily_quota", daily_quota.is_some()),
@@ -382,7 +457,10 @@ impl JobSpec {
                 ("lookup_template", lookup_template.is_some()),
             ];
             if let Some((option, _)) = stray.into_iter().find(|(_, set)| *set) {
-                return Err(err(option, "needs option lookup (the address provider)"));
+                return Err(err(
+                    option,
+                    "needs option lookup (the address provider) or geocode",
+                ));
             }
         }
         Ok(JobOptions {
@@ -398,6 +476,7 @@ impl JobSpec {
                     .map(|n| parse_in_range("header_row", &n, HEADER_ROW_RANGE, "rows"))
                     .transpose()?
                     .map(|n| n as u32),
+                geocode,
             },
             sheet_by: text("sheet_by", self.sheet_by)?,
             engine,
@@ -411,115 +490,10 @@ impl JobSpec {
                 .map(|f| parse_formats(&f).map_err(|m| err("format", m)))
                 .transpose()?
                 .unwrap_or_default(),
+            providers,
             input_digest: None,
         })
     }
-}
-
-/// `xlsx`, `gpkg,geojson`: known formats, each once, in the order given.
-pub fn parse_formats(s: &str) -> Result<Vec<String>, String> {
-    let mut out: Vec<String> = Vec::new();
-    for part in s.split(',').map(|p| p.trim().trim_start_matches('.')) {
-        let f = OUTPUT_FORMATS
-            .iter()
-            .find(|f| f.eq_ignore_ascii_case(part))
-            .ok_or_else(|| {
-                format!(
-                    "{} is not an output format; one or more of {}, comma-separated",
-                    quote_short(part),
-                    OUTPUT_FORMATS.join(", ")
-                )
-            })?;
-        if !out.iter().any(|o| o == f) {
-            out.push(f.to_string());
-        }
-    }
-    Ok(out)
-}
-
-/// `,` `;` `|` `tab` (or a literal tab) as the byte the CSV reader wants.
-pub fn parse_delimiter(s: &str) -> Result<u8, String> {
-    match s {
-        "," | "comma" => Ok(b','),
-        ";" | "semicolon" => Ok(b';'),
-        "|" | "pipe" => Ok(b'|'),
-        "\t" | "\\t" | "tab" | "TAB" => Ok(b'\t'),
-        other => Err(format!(
-            "delimiter {} is not one of , ; | tab",
-            quote_short(other)
-        )),
-    }
-}
-
-/// `Stores, 2024`: the names between commas, trimmed, empty ones dropped.
-fn parse_sheets(s: &str) -> Vec<String> {
-    s.split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .map(String::from)
-        .collect()
-}
-
-/// `10`, `10/s`, `0.5 /s`: requests per second within [`RATE_RANGE`].
-fn parse_rate(s: &str) -> Result<f64, String> {
-    let number = s
-        .strip_suffix("/s")
-        .or_else(|| s.strip_suffix("/sec"))
-        .unwrap_or(s)
-        .trim();
-    let (lo, hi) = RATE_RANGE;
-    match number.parse::<f64>() {
-        Ok(r) if r.is_finite() && (lo..=hi).contains(&r) => Ok(r),
-        _ => Err(format!(
-            "{} is not a rate; give requests per second from {lo} to {hi}, e.g. 10 or 10/s",
-            quote_short(s)
-        )),
-    }
-}
-
-fn parse_in_range(
-    option: &'static str,
-    s: &str,
-    (lo, hi): (u64, u64),
-    unit: &str,
-) -> Result<u64, OptionError> {
-    match s.parse::<u64>() {
-        Ok(n) if (lo..=hi).contains(&n) => Ok(n),
-        _ => Err(err(
-            option,
-            format!(
-                "{} is not a whole number of {unit} from {lo} to {hi}",
-                quote_short(s)
-            ),
-        )),
-    }
-}
-
-/// A template given as JSON (or, on the command line, as a file holding it).
-fn read_template(given: &str, origin: Origin) -> Result<serde_json::Value, OptionError> {
-    let text = if given.starts_with('{') {
-        given.to_string()
-    } else if origin == Origin::CommandLine {
-        let path = Path::new(given);
-        let fail = |e: std::io::Error| err("lookup_template", format!("{}: {e}", path.display()));
-        // Read at most one byte past the limit: a device or a growing file cannot hold us.
-        let (mut text, limit) = (String::new(), MAX_TEMPLATE_BYTES);
-        let mut file = std::fs::File::open(path)
-            .map_err(fail)?
-            .take(limit as u64 + 1);
-        file.read_to_string(&mut text).map_err(fail)?;
-        if text.len() > limit {
-            let shown = path.display();
-            return Err(err(
-                "lookup_template",
-                format!("{shown}: over {limit} bytes"),
-            ));
-        }
-        text
-    } else {
-        return Err(err("lookup_template", "give the template's JSON itself"));
-    };
-    serde_json::from_str(&text).map_err(|e| err("lookup_template", format!("not JSON: {e}")))
 }
 
 #[cfg(test)]

@@ -153,3 +153,77 @@ fn options_stored_by_earlier_versions_still_read() {
     let json = serde_json::to_string(&opts).unwrap();
     assert_eq!(serde_json::from_str::<JobOptions>(&json).unwrap(), opts);
 }
+
+/// Geocoding is asked the same way on the command line and the form.
+#[test]
+fn geocode_columns_and_the_provider_chain() {
+    let cli = |args: &[&str]| {
+        let mut all = vec!["x"];
+        all.extend_from_slice(args);
+        Cli::try_parse_from(all)
+            .unwrap()
+            .spec
+            .validate(&ctx(Origin::CommandLine))
+    };
+    let form = |pairs: &[(&str, &str)]| {
+        JobSpec::from_fields(pairs.iter().copied())
+            .unwrap()
+            .validate(&ctx(Origin::Form))
+    };
+    let a = cli(&[
+        "--geocode",
+        "시도, 시군구,도로명",
+        "--providers",
+        "Kakao, vworld,kakao",
+    ])
+    .unwrap();
+    let b = form(&[
+        ("geocode", "시도,시군구, 도로명"),
+        ("providers", "kakao,VWORLD"),
+    ])
+    .unwrap();
+    assert_eq!(a, b);
+    assert_eq!(
+        a.read.geocode,
+        Some(vec!["시도".to_string(), "시군구".into(), "도로명".into()])
+    );
+    assert_eq!(a.geocoders(), ["kakao", "vworld"]);
+    // The flag alone, `auto`, or a chain alone: the address columns are detected.
+    let auto = cli(&["--geocode"]).unwrap();
+    assert_eq!(auto.read.geocode, Some(vec![]));
+    assert_eq!(auto.geocoders(), DEFAULT_GEOCODERS);
+    assert_eq!(form(&[("geocode", "AUTO")]).unwrap(), auto);
+    let chain = form(&[("providers", "nominatim")]).unwrap();
+    assert!(chain.is_geocode() && chain.geocoders() == ["nominatim"]);
+    assert!(!form(&[]).unwrap().is_geocode());
+    // The budget options go with geocoding as with a lookup.
+    let rated = form(&[("geocode", "주소"), ("rate", "2"), ("cache_ttl", "0")]).unwrap();
+    assert_eq!((rated.rate, rated.cache_ttl), (Some(2.0), Some(0)));
+    // Coordinates options make no sense for addresses: refused, named.
+    for (option, value) in [
+        ("x", "경도"),
+        ("y", "위도"),
+        ("from", "EPSG:5174"),
+        ("lookup", "kakao"),
+    ] {
+        let e = form(&[("geocode", "주소"), (option, value)]).unwrap_err();
+        assert_eq!(e.option, option);
+        assert!(e.message.contains("geocoding job"), "{e}");
+    }
+    let e = form(&[("providers", "kakao,google")]).unwrap_err();
+    assert_eq!(e.option, "providers");
+    assert!(
+        e.message.contains("\"google\"") && e.message.contains("vworld"),
+        "{e}"
+    );
+    let e = form(&[("providers", ", ,")]).unwrap_err();
+    assert_eq!(e.option, "providers");
+    let e = form(&[("geocode", ",")]).unwrap_err();
+    assert_eq!(e.option, "geocode");
+    let many = (0..9)
+        .map(|i| format!("c{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let e = form(&[("geocode", &many)]).unwrap_err();
+    assert!(e.message.contains("at most 8"), "{e}");
+}

@@ -18,7 +18,7 @@ use super::{counters, JobError, Pipeline};
 use crate::backoff::Backoff;
 use crate::bus::{Bus, BusError, RowBatch, SheetTopic};
 use crate::intake::{self, BadCell, IntakeError, SheetSplitter};
-use crate::job::{JobId, JobState, Layout, Outcome, RowError, RowPoint, RowResult};
+use crate::job::{JobId, JobState, Layout, Outcome, RowAddress, RowError, RowPoint, RowResult};
 use crate::store::{JobFile, NewSheet, ResultStore, StoreError};
 
 /// Rows handed over from the reader thread at a time.
@@ -32,7 +32,10 @@ struct ReadRow {
     table: u32,
     /// The `sheet_by` column's value.
     value: Option<String>,
+    /// The position (a geocoding row's is 0,0 until its address is geocoded), or why not.
     point: Result<(f64, f64), BadCell>,
+    /// Geocoding: the row's address.
+    address: Option<RowAddress>,
 }
 
 enum Read {
@@ -174,8 +177,9 @@ impl Pipeline {
                 }
                 match row.point {
                     Ok((x, y)) => {
+                        let point = RowPoint { seq: this, x, y };
                         publisher
-                            .push(sheet, RowPoint { seq: this, x, y }, batch_rows)
+                            .push(sheet, point, row.address, batch_rows)
                             .await?
                     }
                     Err(bad) => {
@@ -239,9 +243,16 @@ fn read_rows(
                 }
             };
             rows += 1;
+            let mut address = None;
             let (point, value) = match layout.tables.get(record.table as usize) {
                 Some(table) => (
-                    intake::point_of(&record, table),
+                    match table.address {
+                        None => intake::point_of(&record, table),
+                        Some(_) => intake::address_of(&record, table).map(|a| {
+                            address = Some(a);
+                            (0.0, 0.0)
+                        }),
+                    },
                     sheet_by[file.file_no as usize]
                         .get(record.table as usize)
                         .copied()
@@ -263,6 +274,7 @@ fn read_rows(
                 table: record.table,
                 value,
                 point,
+                address,
             });
             if chunk.len() >= CHUNK_ROWS {
                 let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK_ROWS));
@@ -314,7 +326,7 @@ struct Publisher<'a> {
     pipeline: &'a Pipeline,
     bus: &'a Arc<Bus>,
     job: &'a JobId,
-    batches: HashMap<u32, Vec<RowPoint>>,
+    batches: HashMap<u32, Batch>,
     topics: HashSet<u32>,
     in_flight: JoinSet<Result<(), BusError>>,
 }
@@ -331,17 +343,25 @@ impl<'a> Publisher<'a> {
         }
     }
 
-    async fn push(&mut self, sheet: u32, row: RowPoint, batch_rows: usize) -> Result<(), JobError> {
+    async fn push(
+        &mut self,
+        sheet: u32,
+        row: RowPoint,
+        address: Option<RowAddress>,
+        batch_rows: usize,
+    ) -> Result<(), JobError> {
         let batch = self.batches.entry(sheet).or_default();
-        batch.push(row);
-        if batch.len() >= batch_rows {
-            let rows = std::mem::take(batch);
-            self.send(sheet, rows, false).await?;
+        batch.rows.push(row);
+        batch.addresses.extend(address);
+        if batch.rows.len() >= batch_rows {
+            let full = std::mem::take(batch);
+            self.send(sheet, full, false).await?;
         }
         Ok(())
     }
 
-    async fn send(&mut self, sheet: u32, rows: Vec<RowPoint>, last: bool) -> Result<(), JobError> {
+    async fn send(&mut self, sheet: u32, batch: Batch, last: bool) -> Result<(), JobError> {
+        let Batch { rows, addresses } = batch;
         if self.topics.insert(sheet) {
             let partitions = self.bus.partitions_for(last);
             self.bus
@@ -350,8 +370,14 @@ impl<'a> Publisher<'a> {
         }
         counters::add(&self.pipeline.counters.rows_published, rows.len() as u64);
         let (bus, topic) = (self.bus.clone(), SheetTopic::new(self.job, sheet));
-        self.in_flight
-            .spawn(async move { bus.publish(&topic, &RowBatch { sheet, rows }).await });
+        self.in_flight.spawn(async move {
+            let batch = RowBatch {
+                sheet,
+                rows,
+                addresses,
+            };
+            bus.publish(&topic, &batch).await
+        });
         while self.in_flight.len() > IN_FLIGHT_BATCHES {
             self.join_one().await?;
         }
@@ -369,10 +395,10 @@ impl<'a> Publisher<'a> {
 
     /// Sends what is left and waits until the broker has every batch.
     async fn finish(mut self) -> Result<(), JobError> {
-        let left: Vec<(u32, Vec<RowPoint>)> = self
+        let left: Vec<(u32, Batch)> = self
             .batches
             .drain()
-            .filter(|(_, r)| !r.is_empty())
+            .filter(|(_, b)| !b.rows.is_empty())
             .collect();
         for (sheet, rows) in left {
             self.send(sheet, rows, true).await?;
@@ -382,6 +408,13 @@ impl<'a> Publisher<'a> {
         }
         Ok(())
     }
+}
+
+/// A sheet's rows waiting to be sent (with their addresses, for geocoding).
+#[derive(Default)]
+struct Batch {
+    rows: Vec<RowPoint>,
+    addresses: Vec<RowAddress>,
 }
 
 /// Pages through a job's resolved sequence numbers in order, alongside intake's reading.

@@ -13,6 +13,7 @@ use futures::stream::{self, StreamExt};
 use serde::Serialize;
 use tokio::sync::OnceCell;
 
+use super::halt::{invalid_key_message, quota_message, unavailable, Halt};
 use super::worker::until_ok;
 use super::{counters, JobError, Pipeline};
 use crate::bus::{Bus, DLQ_TOPIC};
@@ -20,7 +21,6 @@ use crate::convert::crs::{Crs, Transform};
 use crate::job::{Epsg, JobId, JobState, Outcome, RowResult, RowStatus};
 use crate::lookup::{self, Answer, Lookup, LookupEnv, LookupError, LookupStats, PointKey, Query};
 use crate::options::JobOptions;
-use crate::settings::KEY_FILE_ENV;
 use crate::store::{now_ms, ResultStore};
 
 /// Lookups in flight per batch (the budget gate decides when each is sent).
@@ -30,6 +30,8 @@ const CONCURRENCY: usize = 8;
 pub(super) fn added_columns(options: &JobOptions) -> &'static [&'static str] {
     if options.lookup.is_some() {
         &lookup::REVERSE_FIELDS
+    } else if options.is_geocode() {
+        &lookup::GEOCODE_COLUMNS
     } else {
         &[]
     }
@@ -46,6 +48,7 @@ type SharedAnswer = Shared<BoxFuture<'static, (AnswerResult, bool)>>;
 pub(super) struct Lookups {
     by_identity: Mutex<HashMap<String, Arc<Lookup>>>,
     in_flight: Arc<InFlight>,
+    pub(super) addresses_in_flight: Arc<super::geocode_step::InFlightAddresses>,
     dlq_created: OnceCell<()>,
 }
 
@@ -62,24 +65,7 @@ impl Lookups {
         };
         let provider = cfg.provider;
         let daily_quota = cfg.daily_quota;
-        let identity = format!(
-            "{}|{}|{:?}",
-            cfg.identity(),
-            cfg.rate_per_sec,
-            cfg.daily_quota
-        );
-        let lookup = {
-            let mut lookups = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
-            match lookups.get(&identity) {
-                Some(l) => l.clone(),
-                None => {
-                    let gate: Arc<dyn lookup::BudgetGate> = Arc::new(store.clone());
-                    let l = Arc::new(Lookup::new(cfg, gate)?);
-                    lookups.insert(identity, l.clone());
-                    l
-                }
-            }
-        };
+        let lookup = self.shared(cfg, store)?;
         let target = Crs::from_epsg(options.target()).map_err(crate::convert::EngineError::from)?;
         let wgs84 = Crs::from_epsg(Epsg::WGS84).map_err(crate::convert::EngineError::from)?;
         Ok(Some(JobLookup {
@@ -93,6 +79,29 @@ impl Lookups {
                 .min(i64::MAX as u64) as i64,
             to_wgs84: (target.epsg() != wgs84.epsg()).then(|| Transform::new(target, wgs84)),
         }))
+    }
+
+    /// This process's `Lookup` for a provider and budget: its pacing and circuit are shared by
+    /// every job and worker task using the same.
+    pub(super) fn shared(
+        &self,
+        cfg: lookup::LookupConfig,
+        store: &ResultStore,
+    ) -> Result<Arc<Lookup>, lookup::ConfigError> {
+        let identity = format!(
+            "{}|{}|{:?}",
+            cfg.identity(),
+            cfg.rate_per_sec,
+            cfg.daily_quota
+        );
+        let mut lookups = self.by_identity.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(l) = lookups.get(&identity) {
+            return Ok(l.clone());
+        }
+        let gate: Arc<dyn lookup::BudgetGate> = Arc::new(store.clone());
+        let l = Arc::new(Lookup::new(cfg, gate)?);
+        lookups.insert(identity, l.clone());
+        Ok(l)
     }
 
     /// This process's lookup counters, summed per provider.
@@ -231,16 +240,6 @@ pub(super) struct JobLookup {
     to_wgs84: Option<Transform>,
 }
 
-/// Why a batch's results cannot be stored yet (or ever).
-pub(super) enum Halt {
-    /// The provider refused the key: the job fails with this text.
-    InvalidKey(String),
-    /// The daily quota is spent; nothing is sent before this.
-    Quota { resets_at_ms: i64 },
-    /// The provider (or the store) cannot answer now: the batch is retried later.
-    Unavailable(String),
-}
-
 /// A batch's results with addresses, and what to tell about it.
 pub(super) struct Looked {
     pub results: Vec<RowResult>,
@@ -259,8 +258,14 @@ pub struct DeadLetter {
     pub job: JobId,
     pub sheet: u32,
     pub seq: u64,
-    pub lon: f64,
-    pub lat: f64,
+    /// Reverse lookups: the point asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lon: Option<f64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lat: Option<f64>,
+    /// Geocoding: the cleaned address asked about.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
     pub reason: String,
 }
 
@@ -298,7 +303,7 @@ impl JobLookup {
         let mut answers: HashMap<PointKey, AnswerResult> = match cache {
             Some(fresh_since) => cached(store, identity, &keys, fresh_since)
                 .await
-                .map_err(|e| Halt::Unavailable(e.to_string()))?
+                .map_err(|e| self.unavailable(&e.to_string()))?
                 .into_iter()
                 .map(|(k, v)| (k, Ok(v)))
                 .collect(),
@@ -331,7 +336,10 @@ impl JobLookup {
                         break;
                     }
                     Err(LookupError::QuotaExhausted { resets_at_ms, .. }) => {
-                        halt = Some(Halt::Quota { resets_at_ms });
+                        halt = Some(Halt::Quota {
+                            resets_at_ms,
+                            message: self.quota_message(resets_at_ms),
+                        });
                         break;
                     }
                     Err(e @ LookupError::Unavailable { .. }) => {
@@ -349,7 +357,7 @@ impl JobLookup {
             return Err(halt);
         }
         if let Some(reason) = unavailable {
-            return Err(Halt::Unavailable(reason));
+            return Err(self.unavailable(&reason));
         }
         let mut dead_letters = Vec::new();
         let mut located = 0u64;
@@ -380,8 +388,9 @@ impl JobLookup {
                                     job: job.clone(),
                                     sheet,
                                     seq: r.seq,
-                                    lon,
-                                    lat,
+                                    lon: Some(lon),
+                                    lat: Some(lat),
+                                    address: None,
                                     reason: e.to_string(),
                                 });
                                 Outcome::failed(e.to_string())
@@ -405,42 +414,17 @@ impl JobLookup {
         })
     }
 
-    /// "KAKAO_REST_API_KEY was refused by Kakao (HTTP 401, -401) …".
     fn invalid_key_message(&self, e: &LookupError) -> String {
-        let provider = self.lookup.provider();
-        let var = provider.key_env().unwrap_or(KEY_FILE_ENV);
-        let detail = match e {
-            LookupError::InvalidKey {
-                status, code, hint, ..
-            } => format!(
-                "HTTP {status}{}{}",
-                code.as_deref()
-                    .map(|c| format!(", {c}"))
-                    .unwrap_or_default(),
-                hint.as_deref()
-                    .map(|h| format!("; {h}"))
-                    .unwrap_or_default()
-            ),
-            other => other.to_string(),
-        };
-        format!(
-            "{var} was refused by {} ({detail}): set a valid key for every geobatch worker and \
-             retry the job; no more addresses are requested for it",
-            provider.title()
-        )
+        invalid_key_message(&self.lookup, e)
     }
 
     /// The text a paused job shows.
-    pub(super) fn quota_message(&self, resets_at_ms: i64) -> String {
-        let quota = self
-            .daily_quota
-            .map(|q| format!("daily quota of {q} requests"))
-            .unwrap_or_else(|| "daily quota".into());
-        format!(
-            "{quota} for {} is spent; resumes at {}",
-            self.lookup.provider().name(),
-            lookup::fmt_unix_ms(resets_at_ms)
-        )
+    fn quota_message(&self, resets_at_ms: i64) -> String {
+        quota_message(&self.lookup, self.daily_quota, resets_at_ms)
+    }
+
+    fn unavailable(&self, reason: &str) -> Halt {
+        unavailable(&self.lookup, reason)
     }
 }
 
@@ -456,6 +440,23 @@ impl Pipeline {
         lookup: &JobLookup,
         results: Vec<RowResult>,
     ) -> Result<Option<Vec<RowResult>>, JobError> {
+        self.drive_lookups(bus, job, || lookup.apply(&self.store, job, sheet, &results))
+            .await
+    }
+
+    /// Runs a batch's lookups (`apply`) until they can be done: waits out an open circuit or a
+    /// spent daily quota (the job shows `paused`), fails the job on a refused key (None). Rows
+    /// whose lookup failed for good go to the dead-letter topic.
+    pub(super) async fn drive_lookups<F, Fut>(
+        &self,
+        bus: &Bus,
+        job: &JobId,
+        mut apply: F,
+    ) -> Result<Option<Vec<RowResult>>, JobError>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<Looked, Halt>>,
+    {
         let mut unavailable =
             crate::backoff::Backoff::new(Duration::from_millis(200), Duration::from_secs(10));
         loop {
@@ -464,7 +465,7 @@ impl Pipeline {
             if state.is_none_or(|s| s.is_finished()) {
                 return Ok(None);
             }
-            match lookup.apply(&self.store, job, sheet, &results).await {
+            match apply().await {
                 Ok(Looked {
                     results,
                     dead_letters,
@@ -489,22 +490,18 @@ impl Pipeline {
                     self.bump();
                     return Ok(None);
                 }
-                Err(Halt::Quota { resets_at_ms }) => {
-                    let msg = lookup.quota_message(resets_at_ms);
+                Err(Halt::Quota {
+                    resets_at_ms,
+                    message,
+                }) => {
                     let wait = Duration::from_millis((resets_at_ms - now_ms()).max(0) as u64);
-                    self.wait_paused(job, &msg, wait).await?;
+                    self.wait_paused(job, &message, wait).await?;
                 }
-                Err(Halt::Unavailable(reason)) => {
+                Err(Halt::Unavailable { message, wait }) => {
                     // Only this job's partitions wait: the other jobs' go on.
-                    let wait = unavailable
-                        .next_delay()
-                        .max(lookup.lookup.circuit_open_for());
+                    let wait = unavailable.next_delay().max(wait);
                     let next = now_ms() + wait.as_millis() as i64;
-                    let msg = format!(
-                        "{} unavailable ({reason}); next try at {}",
-                        lookup.lookup.provider().title(),
-                        crate::merge::utc_text(next)
-                    );
+                    let msg = format!("{message}; next try at {}", crate::merge::utc_text(next));
                     self.wait_paused(job, &msg, wait).await?;
                 }
             }

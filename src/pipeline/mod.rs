@@ -13,6 +13,9 @@
 mod cleanup;
 mod cli_jobs;
 mod counters;
+mod estimate;
+mod geocode_step;
+mod halt;
 mod intake_task;
 mod lookup_step;
 mod merger;
@@ -28,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 pub use counters::{Counters, Histogram, BUCKETS};
+pub use estimate::LookupEstimate;
 pub use lookup_step::DeadLetter;
 pub use stall::BrokerHealth;
 
@@ -113,6 +117,9 @@ impl JobError {
                 Some("lookup_template")
             }
             JobError::Lookup(ConfigError::BadRate(_)) => Some("rate"),
+            JobError::Lookup(ConfigError::NotAGeocoder(..) | ConfigError::KeyRefused(_)) => {
+                Some("providers")
+            }
             JobError::Lookup(e) if e.is_input_error() => Some("lookup"),
             _ => None,
         }
@@ -390,6 +397,7 @@ impl Pipeline {
             .await
             .map_err(|e| JobError::Io(std::io::Error::other(e)))??
         };
+        self.preflight(&options).await?;
         // No readable point anywhere: every row will be an error row, whatever the CRS.
         let source = options.from.or(inspection.detected).unwrap_or(Epsg::WGS84);
         // The engine checks its CRSs (PostGIS: in spatial_ref_sys) before the job is accepted.
@@ -434,7 +442,38 @@ impl Pipeline {
     /// (intake publishes every row without a result, so rows a failed job never reached go
     /// too). Returns how many error rows are retried.
     pub async fn retry(self: &Arc<Self>, id: &JobId) -> Result<u64, JobError> {
+        self.retry_with(id, None).await
+    }
+
+    /// Like [`Pipeline::retry`]; with `providers` (a geocoding job only), its `no_result` rows
+    /// too are asked again, of this provider chain, which the job keeps from now on (checked
+    /// and pre-flighted as at acceptance).
+    pub async fn retry_with(
+        self: &Arc<Self>,
+        id: &JobId,
+        providers: Option<&str>,
+    ) -> Result<u64, JobError> {
         let job = self.job(id).await?;
+        let options = match providers {
+            None => None,
+            Some(_) if !job.options.is_geocode() => {
+                return Err(OptionError {
+                    option: "providers",
+                    message: "only a geocoding job is retried with other providers".into(),
+                }
+                .into())
+            }
+            Some(p) => {
+                let ctx = Pipeline::option_context(crate::options::Origin::Form);
+                let chain = crate::options::parse_provider_chain(p, &ctx.providers)?;
+                let options = JobOptions {
+                    providers: chain,
+                    ..job.options.clone()
+                };
+                lookup::check_job(&options, &self.lookup_env)?;
+                Some(options)
+            }
+        };
         if !job.state.is_finished() {
             // A job whose rows the broker lost is retried by publishing them again.
             if self.check_stranded(Some(&job)).await? {
@@ -445,7 +484,13 @@ impl Pipeline {
                 state: job.state,
             });
         }
-        let rows = self.store.reset_failed_rows(id).await?;
+        if let Some(options) = &options {
+            self.preflight(options).await?;
+        }
+        let rows = self
+            .store
+            .reset_rows(id, options.is_some(), options.as_ref())
+            .await?;
         tracing::info!(job = %id, rows, "retrying the job's error rows");
         self.bump();
         self.spawn_intake(id.clone());

@@ -18,12 +18,13 @@ use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::geocode_step::JobGeocode;
 use super::lookup_step::JobLookup;
 use super::{counters, JobError, Pipeline};
 use crate::backoff::Backoff;
 use crate::bus::{Bus, Delivery, RowConsumer, TopicPartition};
 use crate::convert::JobPlan;
-use crate::job::{JobId, JobState, RowPoint};
+use crate::job::{JobId, JobState, RowAddress, RowPoint};
 
 /// Messages waiting for a partition's task before the partition is paused at the broker, and
 /// the level at which it is resumed.
@@ -36,6 +37,7 @@ const IDLE: Duration = Duration::from_secs(30);
 pub(super) struct WorkerJob {
     plan: JobPlan,
     lookup: Option<JobLookup>,
+    geocode: Option<JobGeocode>,
 }
 
 /// The jobs a member has seen: None for one that is gone or finished.
@@ -149,7 +151,12 @@ impl Pipeline {
             .unwrap_or_else(|e| e.into_inner())
             .get(job)
             .cloned();
-        let work = match known {
+        // A geocoding job retried with another provider chain: what was kept is stale.
+        let stale = match known.as_ref().and_then(|w| w.as_ref()?.geocode.as_ref()) {
+            Some(g) => !g.is_current(&self.store, job).await?,
+            None => false,
+        };
+        let work = match known.filter(|_| !stale) {
             Some(work) => work,
             None => {
                 let work = self.worker_job(job).await?.map(Arc::new);
@@ -178,6 +185,13 @@ impl Pipeline {
             .filter(|r| !done.contains(&r.seq))
             .copied()
             .collect();
+        let todo_addresses: Vec<RowAddress> = batch
+            .rows
+            .iter()
+            .zip(&batch.addresses)
+            .filter(|(r, _)| !done.contains(&r.seq))
+            .map(|(_, a)| a.clone())
+            .collect();
         counters::add(
             &self.counters.rows_skipped,
             (batch.rows.len() - todo.len()) as u64,
@@ -187,16 +201,28 @@ impl Pipeline {
         }
         // A database that fails (PostGIS, the store) never turns rows into error rows: the
         // batch is retried until it goes through, its offset uncommitted meanwhile.
-        let started = Instant::now();
-        let results = until_ok(job, "convert the batch", || work.plan.convert(&todo)).await;
-        self.counters.transform_seconds.observe(started.elapsed());
-        let results = match &work.lookup {
-            None => results,
-            Some(lookup) => match self.look_up(bus, job, batch.sheet, lookup, results).await? {
+        let results = if let Some(geocode) = &work.geocode {
+            let sheet = batch.sheet;
+            let geocoded = self.drive_lookups(bus, job, || {
+                geocode.apply(&self.store, job, sheet, &todo, &todo_addresses)
+            });
+            match geocoded.await? {
                 Some(results) => results,
                 // The job failed meanwhile: nothing to store, nothing to redeliver.
                 None => return Ok(()),
-            },
+            }
+        } else {
+            let started = Instant::now();
+            let results = until_ok(job, "convert the batch", || work.plan.convert(&todo)).await;
+            self.counters.transform_seconds.observe(started.elapsed());
+            match &work.lookup {
+                None => results,
+                Some(lookup) => match self.look_up(bus, job, batch.sheet, lookup, results).await? {
+                    Some(results) => results,
+                    // The job failed meanwhile: nothing to store, nothing to redeliver.
+                    None => return Ok(()),
+                },
+            }
         };
         let failed = results.iter().filter(|r| r.outcome.is_error()).count() as u64;
         until_ok(job, "store results", || {
@@ -222,11 +248,17 @@ impl Pipeline {
             .engines
             .plan(job.options.engine(), source, job.options.target())
             .await?;
-        let lookup = match self
+        let steps = self
             .lookups
             .for_job(&job.options, &self.lookup_env, &self.store)
-        {
-            Ok(lookup) => lookup,
+            .and_then(|lookup| {
+                let geocode =
+                    self.lookups
+                        .for_geocode(&job.options, &self.lookup_env, &self.store)?;
+                Ok((lookup, geocode))
+            });
+        let (lookup, geocode) = match steps {
+            Ok(steps) => steps,
             // This worker cannot look addresses up (its environment lacks the key): the job
             // cannot finish as asked.
             Err(e) => {
@@ -239,7 +271,11 @@ impl Pipeline {
                 return Ok(None);
             }
         };
-        Ok(Some(WorkerJob { plan, lookup }))
+        Ok(Some(WorkerJob {
+            plan,
+            lookup,
+            geocode,
+        }))
     }
 }
 

@@ -126,15 +126,42 @@ impl ResultStore {
     /// Makes a finished job's `error` rows unresolved again (their results deleted, the sheet
     /// counters recounted) and puts the job back to `accepted`; returns how many rows.
     pub async fn reset_failed_rows(&self, id: &JobId) -> Result<u64> {
+        self.reset_rows(id, false, None).await
+    }
+
+    /// Like [`ResultStore::reset_failed_rows`], and also the `no_result` rows when
+    /// `no_result_too`; with `options`, the job's options are replaced in the same
+    /// transaction (a retry with another provider chain).
+    pub async fn reset_rows(
+        &self,
+        id: &JobId,
+        no_result_too: bool,
+        options: Option<&crate::options::JobOptions>,
+    ) -> Result<u64> {
         let error = RowStatus::Error.as_str();
+        let also = match no_result_too {
+            true => RowStatus::NoResult.as_str(),
+            false => error,
+        };
+        let options = options.map(|o| serde_json::to_string(o).expect("options serialize"));
         let reset = on_pool!(self, pool => {
             let mut tx = pool.begin().await?;
-            let reset = sqlx::query("DELETE FROM results WHERE job_id = $1 AND status = $2")
-                .bind(id.as_str())
-                .bind(error)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
+            let reset = sqlx::query(
+                "DELETE FROM results WHERE job_id = $1 AND (status = $2 OR status = $3)",
+            )
+            .bind(id.as_str())
+            .bind(error)
+            .bind(also)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected();
+            if let Some(options) = &options {
+                sqlx::query("UPDATE jobs SET options = $2 WHERE id = $1")
+                    .bind(id.as_str())
+                    .bind(options)
+                    .execute(&mut *tx)
+                    .await?;
+            }
             sqlx::query(
                 "UPDATE sheets SET \
                  rows_ok = (SELECT COUNT(*) FROM results r WHERE r.job_id = sheets.job_id \

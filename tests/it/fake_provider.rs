@@ -93,7 +93,7 @@ impl Script {
         self
     }
 
-    fn next(&mut self) -> Behavior {
+    pub fn next(&mut self) -> Behavior {
         self.steps.pop_front().unwrap_or_else(|| self.then.clone())
     }
 }
@@ -114,6 +114,26 @@ pub struct Recorded {
 }
 
 impl Recorded {
+    /// A request as received, answered by `behavior`.
+    pub fn new(
+        uri: &Uri,
+        params: &[(String, String)],
+        headers: &HeaderMap,
+        behavior: Behavior,
+    ) -> Recorded {
+        Recorded {
+            path: uri.path().to_string(),
+            query: uri.query().unwrap_or("").to_string(),
+            params: params.to_vec(),
+            headers: headers
+                .iter()
+                .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
+                .collect(),
+            at: Instant::now(),
+            behavior,
+        }
+    }
+
     pub fn param(&self, name: &str) -> Option<&str> {
         self.params
             .iter()
@@ -211,6 +231,11 @@ impl FakeProvider {
         self.shared.requests.lock().unwrap().len()
     }
 
+    /// Requests whose path is `path`.
+    pub fn count(&self, path: &str) -> usize {
+        self.requests().iter().filter(|r| r.path == path).count()
+    }
+
     pub fn clear_requests(&self) {
         self.shared.requests.lock().unwrap().clear();
     }
@@ -231,17 +256,16 @@ async fn handle(
 ) -> Response {
     let at = Instant::now();
     let behavior = shared.script.lock().unwrap().next();
-    shared.requests.lock().unwrap().push(Recorded {
-        path: uri.path().to_string(),
-        query: uri.query().unwrap_or("").to_string(),
-        params: params.clone(),
-        headers: headers
-            .iter()
-            .map(|(k, v)| (k.to_string(), String::from_utf8_lossy(v.as_bytes()).into()))
-            .collect(),
-        at,
-        behavior: behavior.clone(),
-    });
+    let mut recorded = Recorded::new(&uri, &params, &headers, behavior.clone());
+    recorded.at = at;
+    shared.requests.lock().unwrap().push(recorded);
+    if behavior == Behavior::Reset {
+        conn.reset.store(true, Ordering::SeqCst);
+        return (StatusCode::OK, "never sent").into_response();
+    }
+    if let Some(r) = crate::fake_geocoder::answer(&uri, &behavior, &params, &headers).await {
+        return r;
+    }
     let api = match uri.path() {
         "/v2/local/geo/coord2address.json" => Api::Kakao,
         "/req/address" => Api::Vworld,
@@ -268,10 +292,7 @@ async fn handle(
             }
             return r;
         }
-        Behavior::Reset => {
-            conn.reset.store(true, Ordering::SeqCst);
-            return (StatusCode::OK, "never sent").into_response();
-        }
+        Behavior::Reset => unreachable!("reset above"),
         Behavior::Slow(d) => tokio::time::sleep(d).await,
         Behavior::InvalidKey => return api.invalid_key(),
         Behavior::BadJson => {

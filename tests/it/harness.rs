@@ -773,6 +773,21 @@ pub fn cluster(
     (serve, started)
 }
 
+/// No second, from any request on, holds more than `budget` of these receipt times.
+pub fn assert_within_budget(mut times: Vec<Instant>, budget: usize) {
+    times.sort();
+    for (i, t) in times.iter().enumerate() {
+        let in_window = times[i..]
+            .iter()
+            .take_while(|u| u.duration_since(*t) < Duration::from_secs(1))
+            .count();
+        assert!(
+            in_window <= budget,
+            "{in_window} requests in the second from request {i}"
+        );
+    }
+}
+
 /// A finished job's workbook, downloaded and read.
 pub async fn download_book(serve: &Serve, id: &str, dir: &TestDir) -> Book {
     let res = client()

@@ -1,5 +1,6 @@
 //! One integration-test binary: every file here shares the harness and one link step.
 
+mod fake_geocoder;
 mod fake_provider;
 mod harness;
 
@@ -11,6 +12,7 @@ mod crs_reference;
 mod data_integrity;
 mod db_faults;
 mod external_broker;
+mod geocode;
 mod gis_output;
 mod http_api;
 mod http_security;

@@ -38,6 +38,7 @@ fn layout() -> Layout {
             header_line: 1,
             x: 0,
             y: 1,
+            address: None,
         }],
     }
 }

@@ -57,6 +57,7 @@ impl CsvLayout {
             header_line: 1,
             x: self.x,
             y: self.y,
+            address: None,
         }
     }
 
@@ -192,12 +193,12 @@ impl CsvSource {
 
         let mut source = CsvSource::start(file, label, encoding, delimiter)?;
         let headers = &source.csv.headers;
-        let (x, y) =
-            columns::find_columns(headers, opts.x_column.as_deref(), opts.y_column.as_deref())
-                .map_err(|problem| IntakeError::columns(label, headers, problem))?;
+        let (x, y, address) = columns::find_positions(headers, opts)
+            .map_err(|problem| IntakeError::columns(label, headers, problem))?;
         source.csv.x = x;
         source.csv.y = y;
         source.layout = source.csv.layout(label);
+        source.layout.tables[0].address = address;
         tracing::debug!(
             file = label,
             encoding = encoding.name(),

@@ -202,7 +202,7 @@ fn detect(path: &Path, label: &str, kind: Kind, opts: &ReadOptions) -> Result<La
             continue;
         };
         match columns_of(&header, opts) {
-            Ok((x, y)) => {
+            Ok((x, y, address)) => {
                 header_rows.push(header.rows);
                 tables.push(TableLayout {
                     name: sheet.name.clone(),
@@ -210,6 +210,7 @@ fn detect(path: &Path, label: &str, kind: Kind, opts: &ReadOptions) -> Result<La
                     header_line: u64::from(header.first + header.rows),
                     x,
                     y,
+                    address,
                 });
             }
             Err(problem) => {
@@ -249,20 +250,18 @@ fn detect(path: &Path, label: &str, kind: Kind, opts: &ReadOptions) -> Result<La
     })
 }
 
-/// The x/y columns by the header's names, else by its sub-header names alone.
-fn columns_of(
-    header: &Header,
-    opts: &ReadOptions,
-) -> Result<(usize, usize), columns::ColumnProblem> {
-    let (x, y) = (opts.x_column.as_deref(), opts.y_column.as_deref());
-    columns::find_columns(&header.names, x, y).or_else(|problem| {
+/// The position columns by the header's names, else by its sub-header names alone.
+fn columns_of(header: &Header, opts: &ReadOptions) -> Result<Positions, columns::ColumnProblem> {
+    columns::find_positions(&header.names, opts).or_else(|problem| {
         if header.alternative.is_empty() {
             Err(problem)
         } else {
-            columns::find_columns(&header.alternative, x, y).map_err(|_| problem)
+            columns::find_positions(&header.alternative, opts).map_err(|_| problem)
         }
     })
 }
+
+type Positions = (usize, usize, Option<crate::job::AddressColumns>);
 
 /// A sheet's first rows with values: enough to find its header.
 fn first_rows(

@@ -43,6 +43,15 @@ pub fn find(name: &str) -> Option<&'static dyn ProviderSpec> {
         .find(|p| p.name().eq_ignore_ascii_case(name.trim()))
 }
 
+/// The names of the providers that geocode.
+pub fn geocoder_names() -> Vec<&'static str> {
+    all()
+        .iter()
+        .filter(|p| p.geocodes())
+        .map(|p| p.name())
+        .collect()
+}
+
 /// The names of every provider.
 pub fn names() -> Vec<&'static str> {
     all().iter().map(|p| p.name()).collect()
@@ -74,6 +83,23 @@ pub enum MatchType {
     Road,
     Parcel,
     Region,
+}
+
+impl MatchType {
+    /// The text of the `match_type` column.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MatchType::Building => "building",
+            MatchType::Road => "road",
+            MatchType::Parcel => "parcel",
+            MatchType::Region => "region",
+        }
+    }
+
+    /// Precise enough to give the row a position: anything but a region.
+    pub fn locates(self) -> bool {
+        self != MatchType::Region
+    }
 }
 
 /// A request to send.
@@ -181,6 +207,8 @@ pub struct ProviderInfo {
     pub may_cache: bool,
     /// Geocoding: the address kinds asked, in order, until one gives a match.
     pub address_kinds: &'static [AddressKind],
+    /// Whether it answers geocoding queries (address → point).
+    pub geocodes: bool,
 }
 
 impl ProviderInfo {
@@ -196,6 +224,7 @@ impl ProviderInfo {
         default_rate_per_sec: 10.0,
         may_cache: true,
         address_kinds: &[AddressKind::Any],
+        geocodes: false,
     };
 }
 
@@ -234,6 +263,9 @@ pub trait ProviderSpec: Send + Sync + 'static {
     fn address_kinds(&self) -> &'static [AddressKind] {
         self.info().address_kinds
     }
+    fn geocodes(&self) -> bool {
+        self.info().geocodes
+    }
 }
 
 impl fmt::Debug for dyn ProviderSpec {
@@ -267,6 +299,48 @@ pub(crate) fn text(v: Option<&Value>) -> Option<String> {
         Value::Number(n) => Some(n.to_string()),
         _ => None,
     }
+}
+
+/// A geocoded position as the provider sent it (`"126.97"` or a number): WGS84 lon/lat, or an
+/// error; an unreadable or impossible position never becomes a point.
+pub(crate) fn lon_lat(
+    provider: &str,
+    lon: Option<&Value>,
+    lat: Option<&Value>,
+) -> Result<(f64, f64), AttemptError> {
+    let read = |v: Option<&Value>| text(v).and_then(|t| t.parse::<f64>().ok());
+    match (read(lon), read(lat)) {
+        (Some(x), Some(y))
+            if x.is_finite() && y.is_finite() && x.abs() <= 180.0 && y.abs() <= 90.0 =>
+        {
+            Ok((x, y))
+        }
+        _ => Err(unparseable(provider, "readable position (lon/lat)")),
+    }
+}
+
+/// The columns a geocoding answer fills besides the position.
+pub const GEOCODE_FIELDS: [&str; 2] = ["matched_address", "building_name"];
+
+/// A geocoding answer.
+pub(crate) fn geocoded(
+    point: (f64, f64),
+    matched_address: Option<String>,
+    building_name: Option<String>,
+    match_type: MatchType,
+    candidates: u64,
+) -> Answer {
+    let fields = GEOCODE_FIELDS
+        .iter()
+        .zip([matched_address, building_name])
+        .filter_map(|(k, v)| v.filter(|v| !v.is_empty()).map(|v| (k.to_string(), v)))
+        .collect();
+    Answer::Found(Found {
+        point: Some(point),
+        fields,
+        match_type: Some(match_type),
+        candidates: candidates.clamp(1, u64::from(u32::MAX)) as u32,
+    })
 }
 
 /// A coordinate as sent: the shortest text that reads back as the same f64.

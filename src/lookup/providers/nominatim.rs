@@ -1,12 +1,13 @@
-//! Nominatim (OpenStreetMap): `reverse`, jsonv2. Its usage policy allows 1 request/s and wants
+//! Nominatim (OpenStreetMap): `reverse` and `search` (geocoding, Korea only), jsonv2. Its usage policy allows 1 request/s and wants
 //! a real User-Agent (the client sends one).
 
 use serde_json::Value;
 
 use super::{
-    coord, json, text, unparseable, Answer, AttemptError, ConfigError, Endpoint, EndpointSetup,
-    LookupError, ProviderInfo, ProviderSpec, Query, Request,
+    coord, geocoded, json, lon_lat, text, unparseable, Answer, AttemptError, ConfigError, Endpoint,
+    EndpointSetup, LookupError, MatchType, ProviderInfo, ProviderSpec, Query, Request,
 };
+use crate::secret::percent_encode;
 
 pub struct Nominatim;
 pub static NOMINATIM: Nominatim = Nominatim;
@@ -18,6 +19,7 @@ static INFO: ProviderInfo = ProviderInfo {
     base_url_env: Some("GEOBATCH_NOMINATIM_BASE_URL"),
     // Its usage policy: at most 1 request/s.
     default_rate_per_sec: 1.0,
+    geocodes: true,
     ..ProviderInfo::DEFAULT
 };
 
@@ -39,22 +41,31 @@ struct NominatimEndpoint {
 
 impl Endpoint for NominatimEndpoint {
     fn request(&self, query: &Query<'_>) -> Option<Request> {
-        match *query {
-            Query::Point { lon, lat } => Some(Request {
-                url: format!(
-                    "{}/reverse?format=jsonv2&lat={}&lon={}&addressdetails=1",
-                    self.base,
-                    coord(lat),
-                    coord(lon)
-                ),
-                headers: vec![],
-            }),
-            Query::Address { .. } => None,
-        }
+        let url = match *query {
+            Query::Point { lon, lat } => format!(
+                "{}/reverse?format=jsonv2&lat={}&lon={}&addressdetails=1",
+                self.base,
+                coord(lat),
+                coord(lon)
+            ),
+            Query::Address { text, .. } => format!(
+                "{}/search?q={}&format=jsonv2&limit=5&countrycodes=kr&addressdetails=1",
+                self.base,
+                percent_encode(text)
+            ),
+        };
+        Some(Request {
+            url,
+            headers: vec![],
+        })
     }
 
-    fn parse(&self, _query: &Query<'_>, status: u16, body: &[u8]) -> Result<Answer, AttemptError> {
-        parse_reverse(&json("nominatim", status, body)?, status)
+    fn parse(&self, query: &Query<'_>, status: u16, body: &[u8]) -> Result<Answer, AttemptError> {
+        let v = json("nominatim", status, body)?;
+        match query {
+            Query::Point { .. } => parse_reverse(&v, status),
+            Query::Address { .. } => parse_search(&v),
+        }
     }
 
     fn error_code(&self, body: &[u8]) -> Option<String> {
@@ -93,6 +104,37 @@ fn parse_reverse(v: &Value, status: u16) -> Result<Answer, AttemptError> {
     Ok(Answer::reverse(text(Some(display)), road, building))
 }
 
+/// `search` (jsonv2): `[{"lat":"37.5","lon":"126.9","display_name":…,"category":…,"type":…,
+/// "addresstype":…,"place_rank":30,…}]`, best first; `[]` is no result. `place_rank` 28–30 is
+/// a building or house number, 26–27 a street, anything lower a region.
+fn parse_search(v: &Value) -> Result<Answer, AttemptError> {
+    let places = v
+        .as_array()
+        .ok_or_else(|| unparseable("nominatim", "list of places"))?;
+    let level = |p: &Value| match p.get("place_rank").and_then(Value::as_u64).unwrap_or(0) {
+        28.. => MatchType::Building,
+        26 | 27 => MatchType::Road,
+        _ => MatchType::Region,
+    };
+    let Some(best) = places
+        .iter()
+        .find(|p| level(p) != MatchType::Region)
+        .or_else(|| places.first())
+    else {
+        return Ok(Answer::NoResult);
+    };
+    let point = lon_lat("nominatim", best.get("lon"), best.get("lat"))?;
+    let is_building = best.get("category").and_then(Value::as_str) == Some("building");
+    let building = is_building.then(|| text(best.get("name"))).flatten();
+    Ok(geocoded(
+        point,
+        text(best.get("display_name")),
+        building,
+        level(best),
+        places.len() as u64,
+    ))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -110,5 +152,40 @@ mod tests {
         assert_eq!(f.fields["building_name"], "서울특별시청");
         let v = json!({"error": "Unable to geocode"});
         assert_eq!(parse_reverse(&v, 200).unwrap(), Answer::NoResult);
+    }
+
+    #[test]
+    fn reads_search_results_by_place_rank() {
+        let v = json!([{"place_id": 123, "licence": "Data © OpenStreetMap contributors, ODbL 1.0.",
+            "osm_type": "way", "osm_id": 1, "lat": "37.5662952", "lon": "126.9779451",
+            "category": "building", "type": "public", "place_rank": 30, "importance": 0.4,
+            "addresstype": "building", "name": "서울특별시청",
+            "display_name": "서울특별시청, 110, 세종대로, 명동, 중구, 서울특별시, 04524, 대한민국",
+            "address": {"building": "서울특별시청", "house_number": "110", "road": "세종대로",
+                "city": "서울특별시", "postcode": "04524", "country": "대한민국", "country_code": "kr"}}]);
+        let Answer::Found(f) = parse_search(&v).unwrap() else {
+            panic!("expected a match")
+        };
+        assert_eq!(f.point, Some((126.9779451, 37.5662952)));
+        assert_eq!(f.match_type, Some(MatchType::Building));
+        assert_eq!(f.fields["building_name"], "서울특별시청");
+        assert!(f.fields["matched_address"].starts_with("서울특별시청, 110"));
+        let v = json!([
+            {"lat": "37.55", "lon": "126.85", "category": "boundary", "type": "administrative",
+             "place_rank": 14, "addresstype": "borough", "display_name": "강서구, 서울특별시, 대한민국"},
+            {"lat": "37.57", "lon": "126.97", "category": "highway", "type": "primary",
+             "place_rank": 26, "addresstype": "road", "display_name": "세종대로, 중구, 서울특별시"}]);
+        let Answer::Found(f) = parse_search(&v).unwrap() else {
+            panic!("expected a match")
+        };
+        assert_eq!((f.match_type, f.candidates), (Some(MatchType::Road), 2));
+        let v = json!([{"lat": "37.55", "lon": "126.85", "category": "boundary",
+            "type": "administrative", "place_rank": 14, "display_name": "강서구"}]);
+        let Answer::Found(f) = parse_search(&v).unwrap() else {
+            panic!("expected a match")
+        };
+        assert_eq!(f.match_type, Some(MatchType::Region));
+        assert_eq!(parse_search(&json!([])).unwrap(), Answer::NoResult);
+        assert!(parse_search(&json!({"error": "x"})).is_err());
     }
 }
