@@ -360,11 +360,12 @@ impl Member<'_> {
     /// partition when its task falls behind.
     fn dispatch(&mut self, delivery: Delivery) -> Result<(), JobError> {
         for tp in self.consumer.guards().take_revoked() {
-            // Its task stops (its token is cancelled) and drops what it queued, paused or not
-            // (its entry may already be gone): should the partition come back here it must
-            // fetch again. When it is no longer ours librdkafka refuses, which is fine.
-            self.partitions.remove(&tp);
-            let _ = self.consumer.resume(std::slice::from_ref(&tp));
+            // Its task stops (its token is cancelled) and drops what it queued.
+            if self.partitions.remove(&tp).is_some_and(|p| p.paused) {
+                // Should the partition come back here it must fetch again; when it is no
+                // longer ours librdkafka refuses, which is fine.
+                let _ = self.consumer.resume(std::slice::from_ref(&tp));
+            }
         }
         let tp: TopicPartition = (delivery.topic.clone(), delivery.partition);
         let mut delivery = delivery;
