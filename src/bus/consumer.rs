@@ -12,7 +12,6 @@ use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::message::Message;
 use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
-use tokio_util::sync::CancellationToken;
 
 use super::{Result, RowBatch, SheetTopic};
 
@@ -56,48 +55,6 @@ pub fn offsets_to_commit(handled: &[(String, i32, i64)]) -> Vec<(String, i32, i6
     out
 }
 
-/// A token per partition a member holds, cancelled the moment the partition is revoked: its
-/// new owner starts from the last commit, so messages still queued here must not be handled
-/// here too (they would be stored once, but converted twice).
-#[derive(Clone, Default)]
-pub struct PartitionGuards(Arc<Mutex<Guards>>);
-
-#[derive(Default)]
-struct Guards {
-    tokens: HashMap<TopicPartition, CancellationToken>,
-    revoked: Vec<TopicPartition>,
-}
-
-impl PartitionGuards {
-    /// The token for the work on `tp` (every task of it shares one: a task going idle may
-    /// still finish what it holds), a child of `parent`; cancelled when `tp` is revoked.
-    pub fn guard(&self, tp: &TopicPartition, parent: &CancellationToken) -> CancellationToken {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        g.tokens
-            .entry(tp.clone())
-            .or_insert_with(|| parent.child_token())
-            .clone()
-    }
-
-    /// The partitions revoked since the last call. Revocation happens inside the member's own
-    /// poll, so a member that takes these before handing out a message never gives a message
-    /// fetched after the rebalance to a task that was told to stop.
-    pub fn take_revoked(&self) -> Vec<TopicPartition> {
-        std::mem::take(&mut self.0.lock().unwrap_or_else(|e| e.into_inner()).revoked)
-    }
-
-    fn revoke(&self, tpl: &TopicPartitionList) {
-        let mut g = self.0.lock().unwrap_or_else(|e| e.into_inner());
-        for e in tpl.elements() {
-            let tp = (e.topic().to_string(), e.partition());
-            if let Some(token) = g.tokens.remove(&tp) {
-                token.cancel();
-            }
-            g.revoked.push(tp);
-        }
-    }
-}
-
 /// A member of the workers' consumer group, subscribed to every row topic.
 pub struct RowConsumer {
     consumer: StreamConsumer<WorkerContext>,
@@ -106,11 +63,6 @@ pub struct RowConsumer {
 impl RowConsumer {
     pub(super) fn new(consumer: StreamConsumer<WorkerContext>) -> RowConsumer {
         RowConsumer { consumer }
-    }
-
-    /// The guards of this member's partitions (see [`PartitionGuards`]).
-    pub fn guards(&self) -> PartitionGuards {
-        self.consumer.context().guards.clone()
     }
 
     /// The next message. Transient consumer errors are logged and waited out here. Cancel-safe:
@@ -199,7 +151,6 @@ impl ConsumerLag {
 pub struct WorkerContext {
     pub(super) worker: String,
     pub(super) lag: ConsumerLag,
-    pub(super) guards: PartitionGuards,
 }
 
 impl ClientContext for WorkerContext {
@@ -219,13 +170,6 @@ impl ClientContext for WorkerContext {
 }
 
 impl ConsumerContext for WorkerContext {
-    /// Runs before the revoked partitions are handed over: the work on them stops here.
-    fn pre_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
-        if let Rebalance::Revoke(tpl) = rebalance {
-            self.guards.revoke(tpl);
-        }
-    }
-
     fn post_rebalance(&self, _consumer: &BaseConsumer<Self>, rebalance: &Rebalance<'_>) {
         match rebalance {
             Rebalance::Assign(tpl) => {

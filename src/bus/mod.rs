@@ -257,7 +257,6 @@ impl Bus {
         let context = WorkerContext {
             worker: worker.to_string(),
             lag,
-            guards: Default::default(),
         };
         let embedded = self.embedded.is_some();
         let consumer: rdkafka::consumer::StreamConsumer<WorkerContext> =

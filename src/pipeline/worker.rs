@@ -359,14 +359,6 @@ impl Member<'_> {
     /// Gives a message to its partition's task (started when there is none), pausing the
     /// partition when its task falls behind.
     fn dispatch(&mut self, delivery: Delivery) -> Result<(), JobError> {
-        for tp in self.consumer.guards().take_revoked() {
-            // Its task stops (its token is cancelled) and drops what it queued.
-            if self.partitions.remove(&tp).is_some_and(|p| p.paused) {
-                // Should the partition come back here it must fetch again; when it is no
-                // longer ours librdkafka refuses, which is fine.
-                let _ = self.consumer.resume(std::slice::from_ref(&tp));
-            }
-        }
         let tp: TopicPartition = (delivery.topic.clone(), delivery.partition);
         let mut delivery = delivery;
         loop {
@@ -405,12 +397,11 @@ impl Member<'_> {
         let run = PartitionRun {
             pipeline: self.pipeline.clone(),
             bus: self.bus.clone(),
+            tp,
             id: task.id,
             reports: self.reports.0.clone(),
             jobs: self.jobs.clone(),
             stop: self.stop.clone(),
-            revoked: self.consumer.guards().guard(&tp, &self.stop),
-            tp,
         };
         self.tasks.spawn(run.run(rx));
         task
@@ -426,7 +417,6 @@ struct PartitionRun {
     reports: mpsc::UnboundedSender<Report>,
     jobs: JobCache,
     stop: CancellationToken,
-    revoked: CancellationToken,
 }
 
 impl PartitionRun {
@@ -436,15 +426,18 @@ impl PartitionRun {
             // Once closing, the channel holds only what was sent before it closed.
             let idle = if closing { Duration::MAX } else { IDLE };
             let next = tokio::select! {
-                biased;
-                // Revoked (or shutdown): what is queued here goes to the partition's next
-                // owner, which starts from the last commit; taking it here too would do it twice.
-                _ = self.revoked.cancelled() => return self.ended(),
+                _ = self.stop.cancelled() => return,
                 next = tokio::time::timeout(idle, rx.recv()) => next,
             };
             let delivery = match next {
                 Ok(Some(d)) => d,
-                Ok(None) => return self.ended(),
+                Ok(None) => {
+                    let _ = self.reports.send(Report::Ended {
+                        tp: self.tp.clone(),
+                        task: self.id,
+                    });
+                    return;
+                }
                 // Idle: take no more, but handle whatever was sent meanwhile.
                 Err(_) => {
                     rx.close();
@@ -453,10 +446,8 @@ impl PartitionRun {
                 }
             };
             let handled = tokio::select! {
-                // Abandoned at shutdown: the message is not committed and goes to another
-                // member. A revoked partition's message in hand is finished: a lookup's
-                // requests already spent are not spent again.
-                _ = self.stop.cancelled() => return self.ended(),
+                // Abandoned: the message is not committed and goes to another member.
+                _ = self.stop.cancelled() => return,
                 r = self.pipeline.handle(&self.bus, &delivery, &self.jobs) => r,
             };
             let report = match handled {
@@ -472,13 +463,6 @@ impl PartitionRun {
                 return;
             }
         }
-    }
-
-    fn ended(&self) {
-        let _ = self.reports.send(Report::Ended {
-            tp: self.tp.clone(),
-            task: self.id,
-        });
     }
 }
 
