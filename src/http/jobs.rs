@@ -107,7 +107,10 @@ fn options_short(o: &crate::options::JobOptions) -> String {
         ("engine", o.engine.map(|e| e.to_string())),
         ("lookup", o.lookup.clone()),
         ("geocode", o.read.geocode.as_ref().map(|g| g.join(","))),
-        ("providers", Some(o.providers.join(",")).filter(|p| !p.is_empty())),
+        (
+            "providers",
+            Some(o.providers.join(",")).filter(|p| !p.is_empty()),
+        ),
     ];
     parts
         .into_iter()

@@ -53,6 +53,9 @@ struct TablePreview {
     header_line: u64,
     x: String,
     y: String,
+    /// Geocoding: the address columns (joined with spaces), then the parcel alternative.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    address: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -64,6 +67,9 @@ struct RowPreview {
     y: Option<f64>,
     lon: Option<f64>,
     lat: Option<f64>,
+    /// Geocoding: the address as it will be cleaned and asked.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    address: Option<String>,
     error: Option<String>,
 }
 
@@ -147,14 +153,39 @@ fn read_preview(files: &[(String, PathBuf)], options: &JobOptions) -> Result<Pre
                         .map(|h| short(h))
                         .collect(),
                     header_line: t.header_line,
-                    x: short(t.x_name()),
-                    y: short(t.y_name()),
+                    // A geocoding table has no x/y columns (their indexes mean nothing).
+                    x: t.address
+                        .is_none()
+                        .then(|| short(t.x_name()))
+                        .unwrap_or_default(),
+                    y: t.address
+                        .is_none()
+                        .then(|| short(t.y_name()))
+                        .unwrap_or_default(),
+                    address: t
+                        .address
+                        .iter()
+                        .flat_map(|a| {
+                            a.columns
+                                .iter()
+                                .chain(&a.alternative)
+                                .map(|&i| short(t.headers.get(i).map_or("", String::as_str)))
+                        })
+                        .collect(),
                 })
                 .collect(),
             rows,
         });
     }
-    let crs = guess_crs(options.from, &points);
+    let crs = if options.read.geocode.is_some() {
+        CrsGuess {
+            used: None,
+            reason: "geocoding: the providers give the positions".into(),
+            likely: Vec::new(),
+        }
+    } else {
+        guess_crs(options.from, &points)
+    };
     if let Some(used) = crs.used.as_deref().and_then(|c| Epsg::parse(c).ok()) {
         convert_rows(&mut out, used);
     }
@@ -178,16 +209,20 @@ fn first_rows(
         let cells = (0..record.fields.len().min(MAX_CELLS))
             .map(|i| short(&record.text(i)))
             .collect();
-        let (x, y, error) = match intake::point_of(&record, table) {
-            Ok((x, y)) => {
-                points.push((x, y));
-                (Some(x), Some(y), None)
+        let bad = |bad: intake::BadCell| Some(short(&format!("{}: {}", bad.column, bad.reason)));
+        let (x, y, address, error) = if table.address.is_some() {
+            match intake::address_of(&record, table) {
+                Ok(a) => (None, None, Some(short(&a.text)), None),
+                Err(e) => (None, None, None, bad(e)),
             }
-            Err(bad) => (
-                None,
-                None,
-                Some(short(&format!("{}: {}", bad.column, bad.reason))),
-            ),
+        } else {
+            match intake::point_of(&record, table) {
+                Ok((x, y)) => {
+                    points.push((x, y));
+                    (Some(x), Some(y), None, None)
+                }
+                Err(e) => (None, None, None, bad(e)),
+            }
         };
         rows.push(RowPreview {
             table: record.table,
@@ -197,6 +232,7 @@ fn first_rows(
             y,
             lon: None,
             lat: None,
+            address,
             error,
         });
     }

@@ -151,6 +151,37 @@ async fn preview_detects_and_converts_the_first_rows() {
     let (status, body) = upload_to(&serve, "/jobs/preview", &files, &[("x", "번호")]).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["files"][0]["tables"][0]["x"], "번호");
+    // Geocoding: the address columns and each row's address, no x/y and no coordinate errors.
+    let addresses = b"name,addr\nA,\"  Seoul  Jongno-gu Sejong-daero 175 \"\nB,\n".to_vec();
+    let (status, body) = upload_to(
+        &serve,
+        "/jobs/preview",
+        &[("stores.csv", addresses)],
+        &[("geocode", "addr")],
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let f = &body["files"][0];
+    assert_eq!(
+        f["tables"][0]["address"],
+        serde_json::json!(["addr"]),
+        "{body}"
+    );
+    assert_eq!(f["tables"][0]["x"], "", "{body}");
+    assert_eq!(
+        f["rows"][0]["address"], "Seoul  Jongno-gu Sejong-daero 175",
+        "{body}"
+    );
+    assert!(f["rows"][0]["error"].is_null(), "{body}");
+    assert!(
+        f["rows"][1]["error"].as_str().unwrap().contains("addr"),
+        "{body}"
+    );
+    assert!(
+        body["crs"]["likely"].as_array().unwrap().is_empty(),
+        "{body}"
+    );
+
     // An option that cannot be used names its field, as the upload does.
     let (status, body) = upload_to(&serve, "/jobs/preview", &files, &[("from", "5174x")]).await;
     assert_eq!(status, 422, "{body}");
