@@ -154,14 +154,16 @@ fn read_preview(files: &[(String, PathBuf)], options: &JobOptions) -> Result<Pre
                         .collect(),
                     header_line: t.header_line,
                     // A geocoding table has no x/y columns (their indexes mean nothing).
-                    x: t.address
-                        .is_none()
-                        .then(|| short(t.x_name()))
-                        .unwrap_or_default(),
-                    y: t.address
-                        .is_none()
-                        .then(|| short(t.y_name()))
-                        .unwrap_or_default(),
+                    x: if t.address.is_none() {
+                        short(t.x_name())
+                    } else {
+                        String::new()
+                    },
+                    y: if t.address.is_none() {
+                        short(t.y_name())
+                    } else {
+                        String::new()
+                    },
                     address: t
                         .address
                         .iter()
