@@ -47,7 +47,9 @@ impl Pipeline {
     pub(super) fn spawn_intake(self: &Arc<Self>, id: JobId) {
         let me = self.clone();
         self.tasks.spawn(async move {
-            // A broker that is away (restarting, unreachable) delays the job; it never fails it.
+            // A broker or a store that is away (restarting, unreachable, a full disk) delays
+            // the job; it never fails it. Intake runs again from the start: rows with a result
+            // are skipped, and workers skip rows stored from an earlier publication.
             let mut backoff = Backoff::new(Duration::from_secs(1), Duration::from_secs(30));
             let outcome = loop {
                 let outcome = tokio::select! {
@@ -55,14 +57,21 @@ impl Pipeline {
                     // The job stays as it is; the next start re-drives it.
                     _ = me.shutdown.cancelled() => return,
                 };
-                let Err(JobError::Bus(e)) = &outcome else {
-                    break outcome;
-                };
                 let wait = backoff.next_delay();
-                let msg = format!(
-                    "cannot publish the rows: {e}; trying again in {}s",
-                    wait.as_secs().max(1)
-                );
+                let msg = match &outcome {
+                    Err(JobError::Bus(e)) => format!(
+                        "cannot publish the rows: {e}; trying again in {}s",
+                        wait.as_secs().max(1)
+                    ),
+                    Err(JobError::Store(e)) => format!(
+                        "cannot record the rows: {e}; trying again in {}s",
+                        wait.as_secs().max(1)
+                    ),
+                    _ => break outcome,
+                };
+                if let Ok(None) = me.store.job(&id).await {
+                    return; // deleted meanwhile
+                }
                 tracing::warn!(job = %id, "{msg}");
                 let _ = me
                     .store
