@@ -525,22 +525,9 @@ async fn stored_rows_are_not_geocoded_again_after_a_kill() {
 async fn the_geocoding_budget_holds_for_the_whole_cluster() {
     let dir = tempdir();
     let fake = FakeProvider::start(Script::ok()).await;
-    let (_broker, brokers) = crate::harness::embedded_broker_process(&dir);
-    let common = [
-        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
-        ("GEOBATCH_TOPIC_PARTITIONS", "4"),
-        ("GEOBATCH_BATCH_ROWS", "5"),
-        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
-        ("KAKAO_REST_API_KEY", KEY),
-    ];
-    let serve = Serve::start(&dir, &[&common[..], &[("GEOBATCH_WORKERS", "0")]].concat());
-    let worker_env = [&common[..], &[("GEOBATCH_WORKERS", "2")]].concat();
-    let mut workers: Vec<Serve> = (0..2)
-        .map(|_| Serve::start_cmd(&dir, "worker", &worker_env))
-        .collect();
-    for w in &mut workers {
-        w.wait_for_log("worker subscribed", Duration::from_secs(60));
-    }
+    // Bound whole: the broker and the workers live as long as the cluster.
+    let cluster = crate::harness::kakao_cluster(&dir, &fake.base_url, KEY);
+    let serve = &cluster.serve;
     let rows = 60u64;
     let csv: String = (0..rows).fold(String::from("주소\n"), |mut csv, n| {
         csv.push_str(&grid_address(n));
@@ -548,9 +535,9 @@ async fn the_geocoding_budget_holds_for_the_whole_cluster() {
         csv
     });
     let files = vec![("grid.csv", csv.into_bytes())];
-    let (status, body) = upload(&serve, &files, &[("geocode", "auto"), ("rate", "10")]).await;
+    let (status, body) = upload(serve, &files, &[("geocode", "auto"), ("rate", "10")]).await;
     assert_eq!(status, 202, "{body}");
-    let job = wait_done(&serve, body["id"].as_str().unwrap()).await;
+    let job = wait_done(serve, body["id"].as_str().unwrap()).await;
     assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
     let times: Vec<_> = fake.requests().iter().map(|r| r.at).collect();
     assert_eq!(

@@ -705,6 +705,39 @@ pub fn read_csv(
         .collect()
 }
 
+/// A cluster against a (fake) Kakao at `kakao_url`: serve without workers and two `geobatch
+/// worker` processes with two workers each, on one store and an embedded broker process,
+/// every worker subscribed; small batches over four partitions so both processes get work.
+pub struct KakaoCluster {
+    pub serve: Serve,
+    pub workers: Vec<Serve>,
+    _broker: KillOnDrop,
+}
+
+pub fn kakao_cluster(dir: &TestDir, kakao_url: &str, key: &str) -> KakaoCluster {
+    let (broker, brokers) = embedded_broker_process(dir);
+    let common = [
+        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
+        ("GEOBATCH_TOPIC_PARTITIONS", "4"),
+        ("GEOBATCH_BATCH_ROWS", "5"),
+        ("GEOBATCH_KAKAO_BASE_URL", kakao_url),
+        ("KAKAO_REST_API_KEY", key),
+    ];
+    let serve = Serve::start(dir, &[&common[..], &[("GEOBATCH_WORKERS", "0")]].concat());
+    let worker_env = [&common[..], &[("GEOBATCH_WORKERS", "2")]].concat();
+    let mut workers: Vec<Serve> = (0..2)
+        .map(|_| Serve::start_cmd(dir, "worker", &worker_env))
+        .collect();
+    for w in &mut workers {
+        w.wait_for_log("worker subscribed", Duration::from_secs(60));
+    }
+    KakaoCluster {
+        serve,
+        workers,
+        _broker: broker,
+    }
+}
+
 /// `geobatch broker`: the embedded broker as a process of its own, outliving the workers.
 pub fn embedded_broker_process(dir: &TestDir) -> (KillOnDrop, String) {
     use std::io::BufRead;

@@ -406,41 +406,26 @@ fn requested_point(r: &crate::fake_provider::Recorded) -> geobatch::lookup::Poin
 async fn the_budget_holds_for_the_whole_cluster() {
     let dir = tempdir();
     let fake = FakeProvider::start(Script::ok()).await;
-    let (_broker, brokers) = crate::harness::embedded_broker_process(&dir);
-    let common = [
-        ("GEOBATCH_KAFKA_BROKERS", brokers.as_str()),
-        ("GEOBATCH_TOPIC_PARTITIONS", "4"),
-        ("GEOBATCH_BATCH_ROWS", "5"),
-        ("GEOBATCH_KAKAO_BASE_URL", fake.base_url.as_str()),
-        ("KAKAO_REST_API_KEY", KEY),
-    ];
-    let mut serve_env = common.to_vec();
-    serve_env.push(("GEOBATCH_WORKERS", "0"));
-    let serve = Serve::start(&dir, &serve_env);
-    let mut worker_env = common.to_vec();
-    worker_env.push(("GEOBATCH_WORKERS", "2"));
-    let mut workers: Vec<Serve> = (0..2)
-        .map(|_| Serve::start_cmd(&dir, "worker", &worker_env))
-        .collect();
-    for w in &mut workers {
-        w.wait_for_log("worker subscribed", Duration::from_secs(60));
-    }
+    // Bound whole: the broker and the workers live as long as the cluster.
+    let mut cluster = crate::harness::kakao_cluster(&dir, &fake.base_url, KEY);
+    let serve = &cluster.serve;
     let rows = 60;
     let id = submit(
-        &serve,
+        serve,
         "many.csv",
         distinct_csv(rows),
         &[("lookup", "kakao"), ("rate", "10")],
     )
     .await;
-    let job = crate::harness::wait_done(&serve, &id).await;
+    let job = crate::harness::wait_done(serve, &id).await;
     assert_eq!(job["rows_failed"].as_u64(), Some(0), "{job}");
     let times: Vec<_> = fake.requests().iter().map(|r| r.at).collect();
     assert_eq!(times.len(), rows);
     crate::harness::assert_within_budget(times, 10);
     // Both worker processes held partitions of the job's topic.
     let topic = format!("geobatch.rows.{id}.0[");
-    let busy = workers
+    let busy = cluster
+        .workers
         .iter_mut()
         .map(|w| w.logs())
         .filter(|logs| {
